@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from search_algos.spaces.base import Architecture, InvalidArchitecture, SearchSpace
@@ -17,13 +18,24 @@ __all__ = [
     "Registry",
     "SearchSpace",
     "UnknownNameError",
+    "ARCHS",
     "build_space",
+    "decode_arch",
     "count_params",
     "layer_plan",
 ]
 
 SPACES: Registry[type[SearchSpace]] = Registry("space")
 SPACES.register("global", GlobalSpace)
+# Encodings by space name: decoding needs no bounds (a stored arch stays readable when bounds change).
+ARCHS: Registry[type] = Registry("architecture encoding")
+ARCHS.register("global", GlobalArch)
+
+
+def decode_arch(space: str, text: str | dict[str, Any]) -> Architecture:
+    """Parse an encoding of space ``space`` (JSON text or dict) into its typed value."""
+    payload = json.loads(text) if isinstance(text, str) else text
+    return ARCHS.get(space).from_dict(payload)
 
 
 def build_space(name: str, **bounds: Any) -> SearchSpace:

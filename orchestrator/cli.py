@@ -1,0 +1,127 @@
+"""The ``facenas`` command line (DESIGN.md §3, Contracts).
+
+Exit codes: 0 success, 2 bad input (one line per problem on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from orchestrator.errors import UserError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facenas",
+        description="Neural architecture search on face-analysis tasks, orchestrated by Ray.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start an experiment from a YAML config")
+    run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")
+    run.add_argument("--name", help="run name (default: the config's `name`)")
+    run.add_argument("--storage", help="folder holding runs and the benchmark store (default: config `storage`)")
+    run.add_argument("--address", help="attach to a Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a config value, e.g. --set searcher.num_samples=20 (repeatable)")
+    run.add_argument("--dashboard", action="store_true", help="start the local Ray dashboard on 127.0.0.1")
+
+    resume = sub.add_parser("resume", help="continue an interrupted run where it stopped")
+    resume.add_argument("run_dir")
+    resume.add_argument("--address", help="attach to a Ray cluster instead of an embedded local Ray")
+
+    status = sub.add_parser("status", help="show the stages and best result of a run")
+    status.add_argument("run_dir")
+
+    report = sub.add_parser("report", help="write RUN_DIR/report.html")
+    report.add_argument("run_dir")
+    return p
+
+
+def _finish(paths, best: dict) -> None:
+    from search_algos.spaces import decode_arch
+
+    arch = decode_arch(best["space"], best["arch"])
+    test = ", ".join(f"{k}={v:.2f}" for k, v in best.get("test", {}).items() if v == v)
+    print(f"best architecture: {arch.summary()}")
+    print(f"  {best['metric']}={best['value']:.2f}  params={best['params']:,}  {test}")
+    print(f"results: {paths.results}")
+    print(f"best:    {paths.best}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.experiment import execute, prepare
+    from orchestrator.runtime import start_ray, stop_ray
+
+    config, raw = load_config(args.config, args.overrides)
+    paths = prepare(config, raw, storage=args.storage, name=args.name)
+    print(f"run directory: {paths.root}")
+    print(start_ray(args.address, num_cpus=config.resources.num_cpus, dashboard=args.dashboard))
+    try:
+        _finish(paths, execute(config, paths))
+    finally:
+        stop_ray()
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import execute, open_run
+    from orchestrator.runtime import start_ray, stop_ray
+
+    paths, config, _raw = open_run(args.run_dir)
+    if paths.best.is_file():
+        raise UserError(
+            f"run {paths.root} already finished (best.json exists); nothing to resume — "
+            "start another with `facenas run CONFIG --name NEW`"
+        )
+    print(f"resuming {paths.root}")
+    print(start_ray(args.address, num_cpus=config.resources.num_cpus))
+    try:
+        _finish(paths, execute(config, paths))
+    finally:
+        stop_ray()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import open_run
+    from orchestrator.status import describe
+
+    paths, config, _raw = open_run(args.run_dir)
+    print(describe(paths, config))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import open_run
+    from orchestrator.report import write_report
+
+    paths, config, _raw = open_run(args.run_dir)
+    out = write_report(paths, config)
+    print(f"report: {out}")
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except UserError as exc:
+        for line in exc.problems:
+            print(f"facenas: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facenas: interrupted; continue with `facenas resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Experiment configuration: YAML -> typed, validated models (pydantic).
+
+Every key is documented in README.md ("Configuration reference"). Unknown keys, wrong types and
+out-of-range values are all reported at once, one line each with its key path and what is allowed
+(:func:`load_config` raises :class:`~orchestrator.errors.UserError`); nothing is started before the
+config is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import UserError
+from search_algos.spaces import GlobalSpace
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "GlobalSpaceConfig",
+    "RandomSearcherConfig",
+    "ResourcesConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+]
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Which dataset and how to split it (decisions use ``val``; ``test`` is reported only)."""
+
+    dataset: str = "digits"
+    path: str | None = None
+    split_seed: int = Field(0, ge=0)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_samples: int | None = Field(None, ge=30)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        from trainables.datasets import dataset_names
+
+        if self.dataset not in dataset_names():
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(dataset_names())}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "val_fraction + test_fraction < 1 must hold, but got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class GlobalSpaceConfig(_Section):
+    """Bounds of the ``global`` space (Efficient Global NAS §3.1)."""
+
+    name: Literal["global"] = "global"
+    d_min: int = Field(5, ge=1)
+    d_max: int = Field(100, ge=1)
+    w_min: int = Field(16, ge=1)
+    w_max: int = Field(128, ge=1)
+    w_step: int = Field(2, ge=1)
+    ops: tuple[Literal["sep", "conv"], ...] = ("sep", "conv")
+    kernels: tuple[Literal[3, 5], ...] = (3, 5)
+
+    @model_validator(mode="after")
+    def _check(self) -> GlobalSpaceConfig:
+        self.build()  # cross-field rules live in the space itself; its ValueError names them
+        return self
+
+    def build(self) -> GlobalSpace:
+        return GlobalSpace(**self.model_dump(exclude={"name"}))
+
+
+class RandomSearcherConfig(_Section):
+    """Random search: ``num_samples`` architectures, each trained ``epochs`` epochs."""
+
+    name: Literal["random"] = "random"
+    num_samples: int = Field(12, ge=1)
+    epochs: int = Field(3, ge=1)
+
+
+SearcherConfig = Annotated[Union[RandomSearcherConfig], Field(discriminator="name")]
+
+
+class TrainingConfig(_Section):
+    """How each candidate is trained (the paper's protocol by default)."""
+
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.025, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(3e-4, ge=0)
+    cutout: int = Field(0, ge=0)
+    train_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+
+class ResourcesConfig(_Section):
+    """What each trial reserves and how many run at once."""
+
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment. ``seed`` fixes the search: the same seed gives the same search."""
+
+    name: str = Field("experiment", pattern=_NAME_RE)
+    seed: int = Field(0, ge=0)
+    storage: str = "runs"
+    data: DataConfig = DataConfig()
+    space: GlobalSpaceConfig = GlobalSpaceConfig()
+    searcher: SearcherConfig = RandomSearcherConfig()
+    training: TrainingConfig = TrainingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @property
+    def metric(self) -> str:
+        return "val_acc"
+
+    @property
+    def mode(self) -> str:
+        return "max"
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
+    out = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            problems.append(f"--set {item!r}: expected key.path=value, e.g. --set searcher.num_samples=20")
+            continue
+        path, text = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = out
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                problems.append(f"--set {item!r}: {key!r} is not a section")
+                break
+            node = child
+        else:
+            node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+    if problems:
+        raise UserError(*problems)
+    return out
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # Discriminated unions put the tag into the path (searcher.random.epochs): drop it.
+    if len(loc) > 1 and loc[0] == "searcher" and err.get("type") != "union_tag_invalid":
+        if loc[1] in _SEARCHER_TAGS:
+            loc.pop(1)
+    path = ".".join(loc) or "config"
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key; remove it or check the spelling (see README, Configuration reference)"
+    if kind == "union_tag_invalid":
+        return f"{path}: unknown searcher {value!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "value_error":
+        return f"{path}: {msg.removeprefix('Value error, ')}"
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{path}: {msg[0].lower() + msg[1:]}, got {shown}"
+
+
+_SEARCHER_TAGS = ("random",)
+
+
+def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping; all problems at once as a :class:`UserError`."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a YAML mapping of sections (seed, data, space, searcher, ...)")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(*[f"{source}: {_format_error(e)}" for e in exc.errors()]) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """Read, override and validate a YAML config. Returns the typed config and the resolved raw dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} does not exist; pass the path of a YAML file, e.g. configs/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{line}; fix the syntax") from None
+    raw = apply_overrides(raw, overrides or [])
+    config = parse_config(raw, source=p.name)
+    return config, config.model_dump(mode="json")
+
+
+def is_valid_name(name: str) -> bool:
+    return re.match(_NAME_RE, name) is not None

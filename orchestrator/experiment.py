@@ -1,0 +1,196 @@
+"""One experiment from config to ``best.json``: which stages a searcher needs, and running them.
+
+Read top to bottom: :func:`prepare` checks everything that can be checked before anything starts
+(config, dataset files, run directory); :func:`execute` starts Ray and the benchmark store, runs the
+stages in order (continuing interrupted ones), then writes ``results.parquet`` and ``best.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from orchestrator.config import ExperimentConfig, RandomSearcherConfig
+from orchestrator.errors import UserError
+from orchestrator.evaluate import EvalJob
+from orchestrator.pipeline import Stage, StageOutcome, run_stage
+from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, write_parquet_atomic
+from search_algos.random_search import RandomArchSearcher
+from trainables.datasets import DatasetError, ImageDataset, load_dataset, meta_features
+
+__all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]
+
+STORE_DIR = "benchmark"  # <storage>/benchmark: the shared store, beside the runs
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def storage(self) -> Path:
+        return self.root.parent
+
+    @property
+    def store(self) -> Path:
+        return self.storage / STORE_DIR
+
+
+def run_paths(storage: str | Path, name: str) -> RunPaths:
+    return RunPaths(Path(storage).expanduser().resolve() / name)
+
+
+def open_run(run_dir: str | Path) -> tuple[RunPaths, ExperimentConfig, dict[str, Any]]:
+    """Load an existing run directory (for resume/status/report); bad input -> :class:`UserError`."""
+    from orchestrator.config import parse_config
+
+    root = Path(run_dir).expanduser().resolve()
+    paths = RunPaths(root)
+    if not root.is_dir():
+        raise UserError(f"{run_dir} is not a directory; pass a run directory such as runs/quickstart")
+    if not paths.config.is_file():
+        raise UserError(f"{run_dir} is not a facenas run (no {CONFIG_FILE}); pass a folder made by `facenas run`")
+    try:
+        raw = yaml.safe_load(paths.config.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"{paths.config} is corrupt (not YAML); restore it or start a new run") from None
+    return paths, parse_config(raw, source=str(paths.config)), raw
+
+
+def load_data(config: ExperimentConfig) -> ImageDataset:
+    try:
+        return load_dataset(**config.data.loader_kwargs())
+    except DatasetError as exc:
+        raise UserError(f"data: {exc}") from None
+
+
+def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | None, name: str | None) -> RunPaths:
+    """Checks that need no Ray, then creates RUN_DIR with the resolved config. Nothing on failure."""
+    name = name or config.name
+    if name == STORE_DIR:
+        raise UserError(f"run name {name!r} is reserved for the benchmark store; pass another --name")
+    paths = run_paths(storage or config.storage, name)
+    if paths.root.exists() and any(paths.root.iterdir()):
+        raise UserError(
+            f"run directory {paths.root} already exists; continue it with `facenas resume {paths.root}` "
+            "or pass another --name"
+        )
+    load_data(config)  # missing or corrupt dataset files are reported before anything is created
+    paths.root.mkdir(parents=True, exist_ok=True)
+    resolved = dict(raw, name=name, storage=str(paths.storage))
+    tmp = paths.config.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    os.replace(tmp, paths.config)
+    return paths
+
+
+def _stages(config: ExperimentConfig, job_for: Any) -> tuple[list[Stage], str]:
+    """The stages of the configured searcher and the name of the stage that decides ``best``."""
+    s = config.searcher
+    space = config.space.build()
+    if isinstance(s, RandomSearcherConfig):
+        stage = Stage(
+            name="search",
+            make_searcher=lambda _earlier: RandomArchSearcher(
+                space, num_samples=s.num_samples, epochs=s.epochs,
+                metric=config.metric, mode=config.mode, seed=config.seed,
+            ),
+            job=job_for("search"),
+            total=lambda _earlier: s.num_samples,
+        )
+        return [stage], "search"
+    raise UserError(f"searcher {s.name!r} has no pipeline")  # unreachable: config validation
+
+
+def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
+    """Run (or continue) every stage, then write results.parquet and best.json. Ray must be up."""
+    from orchestrator.store import StoreClient
+
+    data = load_data(config)
+    store = StoreClient.start(str(paths.store))
+    store.put_dataset(data.dataset_id, data.name, meta_features(data))
+
+    def job_for(stage: str) -> EvalJob:
+        return EvalJob(
+            space=config.space.name,
+            data=config.data.loader_kwargs(),
+            training=config.training.model_dump(),
+            seed=config.seed,
+            store=store,
+            run=paths.root.name,
+            stage=stage,
+            metric=config.metric,
+            storage_path=str(paths.root),
+        )
+
+    stages, deciding = _stages(config, job_for)
+    outcomes: dict[str, StageOutcome] = {}
+    for stage in stages:
+        outcomes[stage.name] = run_stage(
+            stage,
+            run_dir=paths.root,
+            earlier=outcomes,
+            metric=config.metric,
+            mode=config.mode,
+            resources=config.resources.model_dump(),
+            training=config.training.model_dump(),
+        )
+    frame = pd.concat([o.frame for o in outcomes.values()], ignore_index=True)[list(RESULT_COLUMNS)]
+    write_parquet_atomic(frame, paths.results)
+    best = _best_payload(config, data, outcomes, deciding)
+    write_json_atomic(best, paths.best)
+    return best
+
+
+def _best_payload(
+    config: ExperimentConfig, data: ImageDataset, outcomes: dict[str, StageOutcome], deciding: str
+) -> dict[str, Any]:
+    outcome = outcomes[deciding]
+    best = pick_best(outcome.frame, mode=config.mode)
+    if best is None:
+        raise UserError(
+            f"every evaluation of stage {deciding!r} failed; see {deciding}/ for the errors, "
+            "fix the cause and run again"
+        )
+    ok = outcome.frame[outcome.frame["status"] == "ok"]
+    return {
+        "stage": deciding,
+        "arch": json.loads(best["arch"]),
+        "arch_key": best["arch_key"],
+        "metric": config.metric,
+        "value": best["value"],
+        "params": int(best["params"]),
+        "epochs": int(best["epochs"]),
+        "test": {"test_acc": best["test_acc"]},
+        "space": config.space.name,
+        "searcher": config.searcher.name,
+        "dataset": data.name,
+        "dataset_id": data.dataset_id,
+        "seed": config.seed,
+        "evaluations": int(len(ok)),
+        "failed": int(len(outcome.frame) - len(ok)),
+        "search": outcome.summary,
+    }

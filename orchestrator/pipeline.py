@@ -1,0 +1,185 @@
+"""The experiment pipeline: stages, each a Ray Tune experiment under ``RUN_DIR/<stage>/``.
+
+A stage that finished leaves a marker and its evaluations; ``facenas resume`` skips it. A stage that
+was interrupted is continued with ``Tuner.restore`` (trials and the searcher's saved state); one that
+never started is started. After the last stage the run's ``results.parquet`` and ``best.json`` are
+written (DESIGN.md §3, Contracts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from orchestrator.evaluate import EvalJob, evaluate_candidate
+from orchestrator.results import RESULT_COLUMNS, rows_from_result_grid, write_json_atomic, write_parquet_atomic
+from search_algos.base import ArchSearcher
+
+__all__ = ["ProgressPrinter", "Stage", "StageOutcome", "run_stage"]
+
+_MARKER = "stage.json"
+_EVALS = "evaluations.parquet"
+
+
+@dataclass
+class StageOutcome:
+    """What a finished stage hands to the next ones and to ``best.json``."""
+
+    name: str
+    frame: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Stage:
+    """One Tune experiment of the pipeline.
+
+    Attributes:
+        name: folder name under RUN_DIR and the ``stage`` column of results.parquet.
+        make_searcher: builds a fresh searcher from the outcomes of earlier stages (a resumed stage
+            gets its saved state restored into the same kind of searcher).
+        job: what every trial of the stage shares.
+        total: number of evaluations, when known in advance (progress display).
+    """
+
+    name: str
+    make_searcher: Callable[[dict[str, StageOutcome]], ArchSearcher]
+    job: EvalJob
+    total: Callable[[dict[str, StageOutcome]], int | None] = lambda _: None
+
+
+class ProgressPrinter(tune.Callback):
+    """One line per finished trial: count, architecture, metric, best so far."""
+
+    def __init__(self, stage: str, metric: str, mode: str, total: int | None) -> None:
+        self.stage, self.metric, self.mode, self.total = stage, metric, mode, total
+        self.done = 0
+        self.best: float | None = None
+
+    def _line(self, text: str) -> None:
+        print(f"[{self.stage}] {text}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        value = r.get(self.metric)
+        count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+        arch = _summary_of(r.get("arch") or trial.config.get("arch"))
+        if r.get("status") == "failed" or value is None or value != value:
+            self._line(f"trial {count} {arch}  FAILED: {r.get('error', 'no result')}")
+            return
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best = value
+        cached = " (cached)" if r.get("cached") else ""
+        self._line(
+            f"trial {count} {arch}  {self.metric}={value:.2f}{cached}  best={self.best:.2f}"
+            f"  params={int(r.get('params', 0)):,}  epochs={r.get('epochs')}"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        error = str(getattr(trial, "error_msg", None) or "error").strip().splitlines()
+        self._line(f"trial {self.done} {_summary_of(trial.config.get('arch'))}  FAILED: {error[-1] if error else ''}")
+
+
+def _summary_of(arch_json: Any) -> str:
+    try:
+        payload = json.loads(arch_json) if isinstance(arch_json, str) else arch_json
+        from search_algos.spaces import decode_arch
+
+        return decode_arch(payload.get("space", "global"), payload).summary()
+    except Exception:  # a progress line must never break the run
+        return "?"
+
+
+def _latest_searcher_state(exp_dir: Path) -> Path | None:
+    files = sorted(exp_dir.glob("searcher-state-*.pkl"))
+    return files[-1] if files else None
+
+
+def _tune_resources(resources: dict[str, Any], training: dict[str, Any]) -> dict[str, float]:
+    # With Ray Train workers, the trial itself only coordinates: it reserves a sliver of a CPU and
+    # the workers reserve their own (DESIGN.md §6).
+    if training["train_workers"] > 1:
+        return {"cpu": 0.25, "gpu": 0}
+    return {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]}
+
+
+def run_stage(
+    stage: Stage,
+    *,
+    run_dir: Path,
+    earlier: dict[str, StageOutcome],
+    metric: str,
+    mode: str,
+    resources: dict[str, Any],
+    training: dict[str, Any],
+) -> StageOutcome:
+    """Run, continue or skip ``stage``; returns its outcome (evaluations and searcher summary)."""
+    exp_dir = run_dir / stage.name
+    marker = exp_dir / _MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        frame = pd.read_parquet(exp_dir / _EVALS)
+        print(f"[{stage.name}] already finished ({len(frame)} evaluations); skipped", flush=True)
+        return StageOutcome(stage.name, frame, info["summary"], info.get("seconds", 0.0))
+
+    started = time.perf_counter()
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_candidate, job=stage.job), _tune_resources(resources, training)
+    )
+    total = stage.total(earlier)
+    if tune.Tuner.can_restore(str(exp_dir)):
+        print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
+    else:
+        searcher = stage.make_searcher(earlier)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=-1,
+                max_concurrent_trials=resources.get("max_concurrent_trials"),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=stage.name,
+                storage_path=str(run_dir),
+                failure_config=tune.FailureConfig(max_failures=resources["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[ProgressPrinter(stage.name, metric, mode, total)],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
+
+    searcher = stage.make_searcher(earlier)
+    state = _latest_searcher_state(exp_dir)
+    if state is not None:
+        searcher.restore(str(state))
+    summary = searcher.summary()
+    seconds = time.perf_counter() - started
+    write_parquet_atomic(frame, exp_dir / _EVALS)
+    write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
+    return StageOutcome(stage.name, frame, summary, seconds)
+
+
+def stage_state(run_dir: Path, name: str) -> str:
+    """``done``, ``interrupted`` or ``not started`` (for ``facenas status``)."""
+    exp_dir = run_dir / name
+    if (exp_dir / _MARKER).is_file():
+        return "done"
+    if exp_dir.is_dir() and any(exp_dir.iterdir()):
+        return "interrupted"
+    return "not started"
+

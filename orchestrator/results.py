@@ -1,0 +1,131 @@
+"""Run outputs with a contract: ``results.parquet`` (one row per evaluation) and ``best.json``.
+
+Both are written atomically (temp file, fsync, rename): a reader never sees half a file, and a
+killed driver leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "pick_best",
+    "rows_from_result_grid",
+    "write_json_atomic",
+    "write_parquet_atomic",
+]
+
+RESULT_COLUMNS = (
+    "stage",
+    "trial_id",
+    "arch_key",
+    "arch",
+    "metric",
+    "value",
+    "params",
+    "epochs",
+    "cached",
+    "status",
+    "error",
+    "test_acc",
+    "dataset_id",
+)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(payload: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    frame.to_parquet(tmp, index=False)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _trial_order(trial_id: str) -> tuple[int, str]:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return (int(tail), trial_id) if tail.isdigit() else (1 << 30, trial_id)
+
+
+def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[str, Any]]:
+    """One row per trial of a finished Tune experiment, in trial creation order."""
+    rows = []
+    for result in grid:
+        m = dict(result.metrics or {})
+        config = dict(result.config or {})
+        trial_id = str(m.get("trial_id") or Path(result.path).name)
+        error = ""
+        status = m.get("status", "ok")
+        if result.error is not None:
+            status = "failed"
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            error = lines[-1] if lines else type(result.error).__name__
+        elif status == "failed" or not math.isfinite(_float(m.get(metric))):
+            status = "failed"
+            error = m.get("error") or f"{metric} is not finite"
+        arch = m.get("arch") or config.get("arch") or ""
+        rows.append(
+            {
+                "stage": stage,
+                "trial_id": trial_id,
+                "arch_key": m.get("arch_key") or "",
+                "arch": arch,
+                "metric": metric,
+                "value": _float(m.get(metric)),
+                "params": int(_float(m.get("params", 0)) if math.isfinite(_float(m.get("params", 0))) else 0),
+                "epochs": int(m.get("epochs") or config.get("epochs") or 0),
+                "cached": bool(m.get("cached", False)),
+                "status": status,
+                "error": str(error),
+                "test_acc": _float(m.get("test_acc")),
+                "dataset_id": m.get("dataset_id") or "",
+            }
+        )
+    rows.sort(key=lambda r: _trial_order(r["trial_id"]))
+    return rows
+
+
+def pick_best(frame: pd.DataFrame, *, mode: str) -> dict[str, Any] | None:
+    """The best successful evaluation; ties broken by fewer params, then arch_key (deterministic)."""
+    ok = frame[(frame["status"] == "ok") & frame["value"].map(lambda v: math.isfinite(v))]
+    if ok.empty:
+        return None
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted(ok.to_dict("records"), key=lambda r: (sign * r["value"], r["params"], r["arch_key"]))
+    return ranked[0]

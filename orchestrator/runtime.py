@@ -1,0 +1,78 @@
+"""Starting or attaching to Ray: an embedded local Ray by default, a cluster with ``--address``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+
+from orchestrator.errors import UserError
+
+__all__ = ["NAMESPACE", "start_ray", "stop_ray"]
+
+NAMESPACE = "facenas"
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast (one line) when ``host:port`` does not answer, instead of Ray's long retry loop."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r} is not host:port; pass e.g. --address 127.0.0.1:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start it with "
+            "`ray start --head` or fix --address / RAY_ADDRESS"
+        ) from None
+
+
+def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False) -> str:
+    """Start an embedded local Ray bound to 127.0.0.1, or attach to ``address`` / ``RAY_ADDRESS``.
+
+    Returns a one-line description of what was started (for the CLI).
+    """
+    import ray
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return "Ray already initialised in this process"
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UserError(f"cannot attach to the Ray cluster at {address}: {exc}".split("\n")[0]) from None
+        return f"attached to Ray cluster at {address}"
+    cpus = num_cpus or os.cpu_count() or 1
+    kwargs = dict(
+        num_cpus=cpus,
+        namespace=NAMESPACE,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=dashboard,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        object_store_memory=256 * 1024**2,
+    )
+    if dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    ctx = ray.init(**kwargs)
+    where = f"local Ray with {cpus} CPUs on 127.0.0.1"
+    if dashboard and getattr(ctx, "dashboard_url", None):
+        where += f"; dashboard at http://{ctx.dashboard_url}"
+    return where
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,52 @@
+"""``facenas status RUN_DIR``: stages, evaluations and the best result so far, read from disk only."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.experiment import RunPaths
+from orchestrator.pipeline import stage_state
+
+__all__ = ["describe"]
+
+
+def _stage_names(paths: RunPaths) -> list[str]:
+    names = [p.name for p in sorted(paths.root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    return names or ["search"]
+
+
+def _evaluations(paths: RunPaths, stage: str) -> pd.DataFrame | None:
+    done = paths.root / stage / "evaluations.parquet"
+    if done.is_file():
+        return pd.read_parquet(done)
+    return None
+
+
+def describe(paths: RunPaths, config: ExperimentConfig) -> str:
+    lines = [f"run {paths.root.name}: searcher={config.searcher.name} space={config.space.name} "
+             f"dataset={config.data.dataset} seed={config.seed}"]
+    for stage in _stage_names(paths):
+        state = stage_state(paths.root, stage)
+        frame = _evaluations(paths, stage)
+        extra = ""
+        if frame is not None:
+            ok = frame[frame["status"] == "ok"]
+            extra = f", {len(ok)} ok / {len(frame) - len(ok)} failed"
+            if not ok.empty:
+                extra += f", best {config.metric}={ok['value'].max():.2f}"
+        else:
+            trials = list((paths.root / stage).glob("*/result.json"))
+            if trials:
+                extra = f", {len(trials)} trials started"
+        lines.append(f"  stage {stage}: {state}{extra}")
+    if paths.best.is_file():
+        best = json.loads(paths.best.read_text())
+        value = best.get("value", math.nan)
+        lines.append(f"finished: best {best['metric']}={value:.2f} params={best['params']:,} ({paths.best})")
+    else:
+        lines.append(f"not finished; continue with `facenas resume {paths.root}`")
+    return "\n".join(lines)
