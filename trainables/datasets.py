@@ -1,0 +1,911 @@
+"""Image-classification datasets: package data and the real file formats a user brings.
+
+Four datasets, registered in :data:`DATASETS` (DESIGN.md §4: no network at run time):
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes, 1 channel).
+- ``lfw_faces``: scikit-image's ``lfw_subset`` (200 images 25x25; the first 100 are faces, the last 100
+  non-faces), labelled 0 = "non-face", 1 = "face".
+- ``cifar10``: a folder holding the CIFAR-10 "python version" batches ``data_batch_1..5`` and
+  ``test_batch``. Batches are pickles, so they are read with a restricted unpickler that can only rebuild
+  numpy arrays: a file that asks for anything else (``os.system``, ...) is refused before it runs.
+- ``mnist``: a folder holding the four IDX files of MNIST, Fashion-MNIST or KMNIST
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``), each optionally gzipped.
+
+:func:`load_dataset` returns an :class:`ImageDataset` with stratified, seeded train / val / test splits,
+normalised with the train split's per-channel statistics. Searchers decide on ``val``; ``test`` is only
+for the final report. Every problem with the input raises :class:`DatasetError`, whose one-line message
+names the problem and the fix. :func:`meta_features` summarises a dataset without images, for the shared
+benchmark store (HyperFD's privacy rule: raw images are never stored).
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import importlib
+import io
+import math
+import pickle
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from search_algos.spaces.base import stable_key
+from search_algos.spaces.registry import Registry, UnknownNameError
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "ImageDataset",
+    "Split",
+    "dataset_names",
+    "load_dataset",
+    "meta_features",
+]
+
+# Bump when the splitting or preprocessing procedure changes, so that old dataset_ids (and the benchmark
+# rows keyed by them) are not mistaken for the new splits.
+_SPLIT_VERSION = 1
+# meta_features reads at most this many train images: enough for stable statistics, cheap on CIFAR.
+_META_SAMPLE = 2000
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded as asked; the one-line message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Public values
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split of a dataset.
+
+    Attributes:
+        x: (N, C, H, W) float32 images, normalised with the train split's per-channel mean and std.
+        y: (N,) int64 class labels in ``[0, num_classes)``.
+        index: (N,) int64 row of each image in the source, or None for hand-built splits. Sources are
+            numbered in file order, the official test files (if any) after all training files, so the
+            indices of the three splits of one dataset never overlap.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4 or self.x.dtype != np.float32:
+            raise ValueError(
+                f"Split.x must be a (N, C, H, W) float32 array, but got shape {self.x.shape} "
+                f"dtype {self.x.dtype}"
+            )
+        if self.y.shape != (len(self.x),) or self.y.dtype != np.int64:
+            raise ValueError(
+                f"Split.y must be a ({len(self.x)},) int64 array, but got shape {self.y.shape} "
+                f"dtype {self.y.dtype}"
+            )
+        if self.index is not None and self.index.shape != self.y.shape:
+            raise ValueError(
+                f"Split.index must have shape {self.y.shape} like y, but got {self.index.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """An image-classification dataset split into train / val / test.
+
+    Attributes:
+        name: the registered name (see :data:`DATASETS`).
+        dataset_id: stable 16-hex id over the name, the content of the source files (or package data),
+            the split fractions, ``split_seed`` and ``max_samples``: equal ids mean equal splits.
+        train: the split models are fitted on; its statistics normalise all three splits.
+        val: the split searchers decide on.
+        test: held out for the final report; never used for decisions.
+        num_classes: number of classes (labels lie in ``[0, num_classes)``).
+        in_channels: C of the images.
+        image_size: (H, W) of the images.
+        class_names: one name per label.
+        channel_mean: per-channel mean of the train split on the [0, 1] pixel scale (before normalising).
+        channel_std: per-channel std used to normalise (1.0 for a constant channel).
+    """
+
+    name: str
+    dataset_id: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    class_names: tuple[str, ...]
+    channel_mean: tuple[float, ...] = ()
+    channel_std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"ImageDataset needs one class name per class, but got {len(self.class_names)} names "
+                f"for num_classes={self.num_classes}"
+            )
+        for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if split.x.shape[1:] != (self.in_channels, *self.image_size):
+                raise ValueError(
+                    f"ImageDataset.{split_name}.x must have (C, H, W) = "
+                    f"{(self.in_channels, *self.image_size)}, but got {split.x.shape[1:]}"
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Source:
+    """What a reader returns: raw images on their own scale, before any split.
+
+    ``x`` is uint8 (0..255) or floating point on [0, 1]. ``x_test``/``y_test`` hold an official test
+    split when the format has one.
+    """
+
+    x: np.ndarray  # (N, C, H, W)
+    y: np.ndarray  # (N,) int64
+    fingerprint: str  # sha256 hex over the content the arrays came from
+    x_test: np.ndarray | None = None  # (M, C, H, W)
+    y_test: np.ndarray | None = None  # (M,) int64
+
+    @property
+    def n_total(self) -> int:
+        return len(self.y) + (0 if self.y_test is None else len(self.y_test))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one registered dataset.
+
+    Attributes:
+        name: the registered name.
+        num_classes: number of classes, known before reading (used to validate ``max_samples``).
+        class_names: one name per label.
+        needs_path: whether the data come from a user folder (``path``) rather than a package.
+        has_official_test: the format ships its own test split; val is then carved from train only
+            and ``test_fraction`` is not used.
+        expects: what the folder must hold, in the words of the error messages.
+        read: ``read(folder)`` returns the source; ``folder`` is None for package data.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    needs_path: bool
+    has_official_test: bool
+    expects: str
+    read: Callable[[Path | None], _Source] = field(repr=False)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def dataset_names() -> list[str]:
+    """The registered dataset names, sorted."""
+    return DATASETS.names()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and splitting
+# --------------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | None = None,
+    split_seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    max_samples: int | None = None,
+) -> ImageDataset:
+    """Load a registered dataset and split it into stratified train / val / test.
+
+    Without an official test split (``digits``, ``lfw_faces``) ``test_fraction`` and then
+    ``val_fraction`` of all samples are carved out, the rest is train. With one (``cifar10``, ``mnist``)
+    the official test files are the test split and ``val_fraction`` of the training files is carved out;
+    ``test_fraction`` is then validated but unused (and does not enter ``dataset_id``).
+
+    Args:
+        name: a registered dataset name (:func:`dataset_names`).
+        path: the folder holding the files of a path-based dataset; must be None for package data.
+        split_seed: seeds the split (``numpy.random.default_rng``); equal seeds give equal splits.
+        val_fraction: share of the samples (of the training files, where an official test exists)
+            that forms the validation split.
+        test_fraction: share of the samples that forms the test split (no official test only).
+        max_samples: cap on the total number of samples, drawn stratified before splitting (quick runs);
+            with an official test split the cap is shared in proportion to the two sources.
+
+    Returns:
+        The dataset, its images normalised with the train split's per-channel mean and std.
+
+    Raises:
+        DatasetError: unknown name, bad argument, missing/empty folder, or a missing or corrupt file.
+    """
+    spec = _get_spec(name)
+    _check_arguments(spec, split_seed, val_fraction, test_fraction, max_samples)
+    folder = _resolve_folder(spec, path)
+    source = spec.read(folder)
+
+    cap = max_samples if max_samples is not None and max_samples < source.n_total else None
+    indices = _split_indices(source, spec, split_seed, val_fraction, test_fraction, cap)
+    raw = {part: _gather(source, idx) for part, idx in indices.items()}  # part -> (x raw, y)
+
+    train_x = _to_unit(raw["train"][0])  # (N, C, H, W) float32 on [0, 1]
+    mean, std = _channel_stats(train_x)  # (C,), (C,)
+    splits = {
+        part: Split(
+            x=_normalise(train_x if part == "train" else _to_unit(x), mean, std),
+            y=y,
+            index=indices[part],
+        )
+        for part, (x, y) in raw.items()
+    }
+    dataset_id = stable_key(
+        {
+            "version": _SPLIT_VERSION,
+            "name": spec.name,
+            "content": source.fingerprint,
+            "val_fraction": float(val_fraction),
+            "test_fraction": None if spec.has_official_test else float(test_fraction),
+            "split_seed": int(split_seed),
+            "max_samples": cap,
+        }
+    )
+    _, channels, height, width = source.x.shape
+    return ImageDataset(
+        name=spec.name,
+        dataset_id=dataset_id,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        num_classes=spec.num_classes,
+        in_channels=int(channels),
+        image_size=(int(height), int(width)),
+        class_names=spec.class_names,
+        channel_mean=tuple(float(m) for m in mean),
+        channel_std=tuple(float(s) for s in std),
+    )
+
+
+def _get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS.get(name)
+    except UnknownNameError as err:
+        raise DatasetError(f"{err}; pick one of them") from None
+
+
+def _check_arguments(
+    spec: DatasetSpec,
+    split_seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    max_samples: int | None,
+) -> None:
+    """Raise one DatasetError that lists every broken rule at once."""
+    problems: list[str] = []
+    for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not _is_real(value) or not 0.0 < value < 1.0:
+            problems.append(f"0 < {arg} < 1 must hold, but got {arg}={value!r}")
+    if _is_real(val_fraction) and _is_real(test_fraction) and val_fraction + test_fraction >= 1.0:
+        problems.append(
+            f"val_fraction + test_fraction < 1 must hold (train needs samples), but got "
+            f"val_fraction={val_fraction!r}, test_fraction={test_fraction!r}"
+        )
+    if not _is_int(split_seed) or split_seed < 0:
+        problems.append(f"split_seed must be an int >= 0, but got split_seed={split_seed!r}")
+    min_samples = 3 * spec.num_classes  # room for every class in train, val and test
+    if max_samples is not None and (not _is_int(max_samples) or max_samples < min_samples):
+        problems.append(
+            f"max_samples must be None or an int >= 3 * num_classes = {min_samples} for "
+            f"{spec.name!r}, but got max_samples={max_samples!r}"
+        )
+    if problems:
+        raise DatasetError(f"bad arguments for dataset {spec.name!r}: " + "; ".join(problems))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and (
+        math.isfinite(float(value))
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _resolve_folder(spec: DatasetSpec, path: str | None) -> Path | None:
+    if not spec.needs_path:
+        if path is not None:
+            raise DatasetError(
+                f"dataset {spec.name!r} ships with its package and takes no path, but got path={path!r}; "
+                "remove data.path"
+            )
+        return None
+    if path is None or str(path).strip() == "":
+        raise DatasetError(
+            f"dataset {spec.name!r} needs a path, but none was given; set data.path to {spec.expects}"
+        )
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DatasetError(
+            f"dataset folder {folder} does not exist; set data.path for {spec.name!r} to {spec.expects}"
+        )
+    if not folder.is_dir():
+        raise DatasetError(
+            f"dataset path {folder} is a file, not a folder; set data.path for {spec.name!r} to "
+            f"{spec.expects}"
+        )
+    try:
+        empty = not any(folder.iterdir())
+    except OSError as err:
+        raise DatasetError(
+            f"cannot list dataset folder {folder} ({_one_line(err)}); check its permissions"
+        ) from None
+    if empty:
+        raise DatasetError(
+            f"dataset folder {folder} is empty; put the {spec.name!r} files there or set data.path to "
+            f"{spec.expects}"
+        )
+    return folder
+
+
+def _split_indices(
+    source: _Source,
+    spec: DatasetSpec,
+    split_seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    cap: int | None,
+) -> dict[str, np.ndarray]:
+    """Stratified, seeded source rows of each split (each split in a seeded random order)."""
+    rng = np.random.default_rng(split_seed)
+    n_train_src = len(source.y)
+    labels = source.y if source.y_test is None else np.concatenate([source.y, source.y_test])
+    if spec.has_official_test:
+        pool = np.arange(n_train_src)
+        test = np.arange(n_train_src, source.n_total)
+        if cap is not None:
+            n_pool = _round(cap * n_train_src / source.n_total)
+            pool, _ = _stratified_take(labels, pool, n_pool, rng)
+            test, _ = _stratified_take(labels, test, cap - n_pool, rng)
+        val, train = _stratified_take(labels, pool, max(1, _round(val_fraction * len(pool))), rng)
+    else:
+        pool = np.arange(n_train_src)
+        if cap is not None:
+            pool, _ = _stratified_take(labels, pool, cap, rng)
+        n = len(pool)
+        test, rest = _stratified_take(labels, pool, max(1, _round(test_fraction * n)), rng)
+        val, train = _stratified_take(labels, rest, max(1, _round(val_fraction * n)), rng)
+    parts = {"train": train, "val": val, "test": test}
+    empty = [part for part, idx in parts.items() if len(idx) == 0]
+    if empty:
+        raise DatasetError(
+            f"dataset {spec.name!r} leaves the {'/'.join(empty)} split empty "
+            f"({source.n_total} samples, max_samples={cap}, val_fraction={val_fraction}); "
+            "use more samples or other fractions"
+        )
+    return {part: rng.permutation(idx).astype(np.int64) for part, idx in parts.items()}
+
+
+def _round(value: float) -> int:
+    """Round half up (Python's round() rounds half to even)."""
+    return int(math.floor(value + 0.5))
+
+
+def _stratified_take(
+    labels: np.ndarray, pool: np.ndarray, n_take: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``pool`` (rows into ``labels``) into ``n_take`` rows and the rest, keeping class shares.
+
+    Each class gets ``n_take * share`` rows rounded by largest remainder (ties broken by ``rng``), so
+    the taken part matches the pool's class proportions as closely as integers allow.
+
+    Returns:
+        (taken, rest), both sorted.
+    """
+    n_take = min(max(n_take, 0), len(pool))
+    if len(pool) == 0:
+        return pool, pool
+    pool_labels = labels[pool]
+    classes, counts = np.unique(pool_labels, return_counts=True)
+    quota = n_take * counts / counts.sum()  # (K,) ideal rows per class
+    take = np.floor(quota).astype(np.int64)
+    short = n_take - int(take.sum())
+    if short > 0:
+        order = np.lexsort((rng.random(len(classes)), -(quota - take)))  # largest remainder first
+        take[order[:short]] += 1
+    taken, rest = [], []
+    for cls, k in zip(classes, take):
+        members = rng.permutation(pool[pool_labels == cls])
+        taken.append(members[:k])
+        rest.append(members[k:])
+    return np.sort(np.concatenate(taken)), np.sort(np.concatenate(rest))
+
+
+def _gather(source: _Source, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw images and labels of the given source rows (official test rows numbered after train)."""
+    n_train_src = len(source.y)
+    if source.x_test is None or source.y_test is None or not (index >= n_train_src).any():
+        return source.x[index], source.y[index]
+    x = np.empty((len(index), *source.x.shape[1:]), dtype=source.x.dtype)  # (N, C, H, W)
+    y = np.empty(len(index), dtype=np.int64)
+    in_train = index < n_train_src
+    x[in_train], y[in_train] = source.x[index[in_train]], source.y[index[in_train]]
+    x[~in_train] = source.x_test[index[~in_train] - n_train_src]
+    y[~in_train] = source.y_test[index[~in_train] - n_train_src]
+    return x, y
+
+
+def _to_unit(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) raw images -> float32 on [0, 1] (uint8 sources are divided by 255)."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32, copy=True)
+
+
+def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of (N, C, H, W) images, in float64; a constant channel gets std 1."""
+    mean = np.array([x[:, c].mean(dtype=np.float64) for c in range(x.shape[1])])  # (C,)
+    std = np.array([x[:, c].std(dtype=np.float64) for c in range(x.shape[1])])  # (C,)
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def _normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """In place on a float32 (N, C, H, W) array: (x - mean) / std per channel."""
+    x -= mean.astype(np.float32)[None, :, None, None]
+    x /= std.astype(np.float32)[None, :, None, None]
+    return x
+
+
+# --------------------------------------------------------------------------------------------------
+# Meta-features
+# --------------------------------------------------------------------------------------------------
+
+
+def meta_features(ds: ImageDataset) -> dict[str, float]:
+    """Dataset-level statistics for the benchmark store and the HyperFD ranker; never images.
+
+    Pixel statistics are on the [0, 1] pixel scale of the train split (before normalising), computed on
+    at most 2,000 evenly spaced train images.
+
+    Args:
+        ds: a loaded dataset.
+
+    Returns:
+        Finite floats: sizes (``n_train``, ``n_val``, ``n_test``, ``log_n_train``, ``n_classes``,
+        ``samples_per_class``), geometry (``height``, ``width``, ``channels``, ``pixels``), intensities
+        (``pixel_mean``, ``pixel_std``), labels (``class_entropy`` in nats, ``class_entropy_norm`` in
+        [0, 1], ``class_balance`` = smallest / largest class count) and image content
+        (``mean_contrast``, ``std_contrast``: per-image pixel std; ``mean_gradient``: mean absolute
+        difference of neighbouring pixels).
+    """
+    train = ds.train
+    n_train = len(train)
+    rows = np.unique(np.linspace(0, n_train - 1, num=min(n_train, _META_SAMPLE)).astype(np.int64))
+    mean = np.asarray(ds.channel_mean or (0.0,) * ds.in_channels, dtype=np.float32)
+    std = np.asarray(ds.channel_std or (1.0,) * ds.in_channels, dtype=np.float32)
+    x = train.x[rows] * std[None, :, None, None] + mean[None, :, None, None]  # (S, C, H, W) on [0, 1]
+    per_image_std = x.reshape(len(x), -1).std(axis=1)  # (S,) RMS contrast
+    grad_h = np.abs(np.diff(x, axis=2)).mean() if x.shape[2] > 1 else 0.0
+    grad_w = np.abs(np.diff(x, axis=3)).mean() if x.shape[3] > 1 else 0.0
+
+    counts = np.bincount(train.y, minlength=ds.num_classes).astype(np.float64)  # (K,)
+    share = counts[counts > 0] / counts.sum()
+    entropy = float(-(share * np.log(share)).sum())
+    features = {
+        "n_train": n_train,
+        "n_val": len(ds.val),
+        "n_test": len(ds.test),
+        "log_n_train": math.log(max(n_train, 1)),
+        "n_classes": ds.num_classes,
+        "samples_per_class": n_train / ds.num_classes,
+        "height": ds.image_size[0],
+        "width": ds.image_size[1],
+        "channels": ds.in_channels,
+        "pixels": ds.image_size[0] * ds.image_size[1],
+        "pixel_mean": x.mean(dtype=np.float64),
+        "pixel_std": x.std(dtype=np.float64),
+        "class_entropy": entropy,
+        "class_entropy_norm": entropy / math.log(ds.num_classes) if ds.num_classes > 1 else 0.0,
+        "class_balance": counts.min() / counts.max() if counts.max() > 0 else 0.0,
+        "mean_contrast": per_image_std.mean(dtype=np.float64),
+        "std_contrast": per_image_std.std(dtype=np.float64),
+        "mean_gradient": (grad_h + grad_w) / 2.0,
+    }
+    return {key: _finite(float(value)) for key, value in features.items()}
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers: package data
+# --------------------------------------------------------------------------------------------------
+
+
+def _array_fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _read_digits(folder: Path | None) -> _Source:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.asarray(bunch.images)  # (1797, 8, 8) float64, values 0..16
+    labels = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
+    x = (images[:, None] / 16.0).astype(np.float32)  # (N, 1, 8, 8) on [0, 1]
+    return _Source(x=x, y=labels, fingerprint=_array_fingerprint(images, labels))
+
+
+def _read_lfw(folder: Path | None) -> _Source:
+    from skimage.data import lfw_subset
+
+    images = np.asarray(lfw_subset())  # (200, 25, 25) float64 on [0, 1]: 100 faces, then 100 non-faces
+    labels = np.where(np.arange(len(images)) < 100, 1, 0).astype(np.int64)  # 1 = "face"
+    x = images[:, None].astype(np.float32)  # (N, 1, 25, 25)
+    return _Source(x=x, y=labels, fingerprint=_array_fingerprint(images, labels))
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers: files
+# --------------------------------------------------------------------------------------------------
+
+
+def _locate(
+    folder: Path, names: Mapping[str, tuple[str, ...]], spec_name: str, expects: str
+) -> dict[str, Path]:
+    """The first existing candidate file for every role; one DatasetError lists all missing roles."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for role, candidates in names.items():
+        hit = next((folder / c for c in candidates if (folder / c).is_file()), None)
+        if hit is None:
+            missing.append(candidates[0])
+        else:
+            found[role] = hit
+    if missing:
+        present = sorted(p.name for p in folder.iterdir())
+        shown = ", ".join(present[:8]) + (", ..." if len(present) > 8 else "")
+        patterns = (f"*/{missing[0]}", f"*/*/{missing[0]}")  # e.g. cifar-10-batches-py/, MNIST/raw/
+        nested = next((p.parent for pattern in patterns for p in folder.glob(pattern)), None)
+        hint = f"did you mean data.path={nested}? " if nested is not None else ""
+        raise DatasetError(
+            f"dataset folder {folder} lacks {', '.join(missing)} for {spec_name!r} (found: {shown}); "
+            f"{hint}set data.path to {expects}"
+        )
+    return found
+
+
+def _required(folder: Path | None, spec_name: str) -> Path:
+    if folder is None:  # _resolve_folder prevents this for registered specs
+        raise DatasetError(f"dataset {spec_name!r} needs a folder; set data.path")
+    return folder
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as err:
+        raise DatasetError(
+            f"cannot read dataset file {file} ({_one_line(err)}); check its permissions"
+        ) from None
+
+
+def _one_line(err: BaseException | str) -> str:
+    text = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    text = " ".join(str(text).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _FileHasher:
+    """sha256 over (role, size, sha256 of content) of each file, in the order they are added."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, role: str, content: bytes) -> None:
+        self._digest.update(f"{role}:{len(content)}:{hashlib.sha256(content).hexdigest()};".encode())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+# CIFAR-10 ---------------------------------------------------------------------------------------
+
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_FILES = (*_CIFAR_TRAIN, "test_batch")
+_CIFAR_EXPECTS = "the folder holding data_batch_1..5 and test_batch (CIFAR-10 'python version')"
+_CIFAR_FIX = (
+    "re-download CIFAR-10 'python version' or point data.path at the folder holding "
+    "data_batch_1..5 and test_batch"
+)
+_CIFAR_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global that is not on the allow-list."""
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """What Python 3 protocol-2 pickles call to rebuild bytes; any other codec is refused."""
+    if encoding not in ("latin1", "latin-1"):
+        raise _RefusedGlobal(f"_codecs.encode with codec {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+def _numpy_global(module: str, name: str) -> Any:
+    """numpy internals under their numpy >= 2 home (numpy._core), falling back to numpy.core."""
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), name)
+    except ImportError:  # numpy < 2
+        return getattr(importlib.import_module(f"numpy.core.{module}"), name)
+
+
+# Only what pickled numpy arrays (protocols 0-5, numpy 1.x and 2.x, Python 2 and 3) refer to.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+    **{
+        (f"numpy.{pkg}.{module}", name): (lambda module=module, name=name: _numpy_global(module, name))
+        for pkg in ("core", "_core")
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            ("numeric", "_frombuffer"),
+        )
+    },
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays; refuses every other global before it is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        factory = _ALLOWED_GLOBALS.get((module, name))
+        if factory is None:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return factory()
+
+
+def _parse_cifar_batch(content: bytes, file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> (N, 3, 32, 32) uint8 images and (N,) int64 labels."""
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
+    except _RefusedGlobal as err:
+        raise DatasetError(
+            f"dataset file {file} is refused: it asks to load {err}, which a CIFAR-10 batch never "
+            f"contains (only numpy arrays are allowed); {_CIFAR_FIX}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        _raise_cifar_corrupt(file, f"unreadable pickle, {_one_line(err)}")
+    if not isinstance(batch, dict):
+        _raise_cifar_corrupt(file, f"holds a {type(batch).__name__}, not a dict")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        keys = ", ".join(sorted(repr(k) for k in batch))
+        _raise_cifar_corrupt(file, f"no b'data' and b'labels' entries, keys are {keys}")
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2) or (
+        data.shape[1] != 3072
+    ):
+        shape = getattr(data, "shape", None)
+        dtype = getattr(data, "dtype", type(data).__name__)
+        _raise_cifar_corrupt(
+            file, f"data must be an (N, 3072) uint8 array, got shape {shape} dtype {dtype}"
+        )
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != len(data) or (len(y) and y.dtype.kind not in "iu"):
+        _raise_cifar_corrupt(
+            file,
+            f"labels must be {len(data)} integers (one per image), got shape {y.shape} dtype {y.dtype}",
+        )
+    if len(data) == 0:
+        _raise_cifar_corrupt(file, "it holds no images")
+    if y.min() < 0 or y.max() >= len(_CIFAR_CLASSES):
+        _raise_cifar_corrupt(file, f"labels must lie in [0, 10), got {y.min()}..{y.max()}")
+    return data.reshape(-1, 3, 32, 32), y.astype(np.int64)  # rows are 1024 R, 1024 G, 1024 B
+
+
+def _raise_cifar_corrupt(file: Path, detail: str) -> NoReturn:
+    raise DatasetError(
+        f"dataset file {file} is corrupt (not a CIFAR-10 python batch: {detail}); {_CIFAR_FIX}"
+    )
+
+
+def _read_cifar10(folder: Path | None) -> _Source:
+    folder = _required(folder, "cifar10")
+    files = _locate(folder, {name: (name,) for name in _CIFAR_FILES}, "cifar10", _CIFAR_EXPECTS)
+    hasher = _FileHasher()
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in _CIFAR_FILES:
+        content = _read_bytes(files[name])
+        hasher.add(name, content)
+        batches[name] = _parse_cifar_batch(content, files[name])
+    x_test, y_test = batches["test_batch"]
+    return _Source(
+        x=np.concatenate([batches[n][0] for n in _CIFAR_TRAIN]),  # (50000, 3, 32, 32) uint8 in full
+        y=np.concatenate([batches[n][1] for n in _CIFAR_TRAIN]),
+        fingerprint=hasher.hexdigest(),
+        x_test=x_test,
+        y_test=y_test,
+    )
+
+
+# MNIST family (IDX) -----------------------------------------------------------------------------
+
+_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, H, W)
+_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
+_MNIST_STEMS = {
+    "train-images": "train-images-idx3-ubyte",
+    "train-labels": "train-labels-idx1-ubyte",
+    "test-images": "t10k-images-idx3-ubyte",
+    "test-labels": "t10k-labels-idx1-ubyte",
+}
+_MNIST_EXPECTS = (
+    "the folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+    "t10k-labels-idx1-ubyte (MNIST, Fashion-MNIST or KMNIST; each may end in .gz)"
+)
+_MNIST_FIX = f"re-download the file or set data.path to {_MNIST_EXPECTS}"
+
+
+def _mnist_candidates(stem: str) -> tuple[str, ...]:
+    """Plain before gzipped; also the 'train-images.idx3-ubyte' spelling some mirrors use."""
+    dotted = stem.replace("-idx", ".idx")
+    return (stem, f"{stem}.gz", dotted, f"{dotted}.gz")
+
+
+def _parse_idx(content: bytes, file: Path, *, magic: int) -> np.ndarray:
+    """An IDX uint8 file -> array of the shape its header declares; checks magic and byte count."""
+    kind = "images" if magic == _IDX_IMAGES_MAGIC else "labels"
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(content) < header:
+        raise DatasetError(
+            f"dataset file {file} is truncated: {len(content)} bytes, shorter than the {header}-byte IDX "
+            f"{kind} header; {_MNIST_FIX}"
+        )
+    got = int.from_bytes(content[:4], "big")
+    if got != magic:
+        raise DatasetError(
+            f"dataset file {file} is not an IDX {kind} file: magic number {got} (0x{got:08x}), expected "
+            f"{magic} (0x{magic:08x}); {_MNIST_FIX}"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
+    expected = header + math.prod(dims)
+    if len(content) != expected:
+        problem = "is truncated" if len(content) < expected else "has trailing bytes"
+        raise DatasetError(
+            f"dataset file {file} {problem}: {len(content)} bytes, but its header {dims} promises "
+            f"{expected}; {_MNIST_FIX}"
+        )
+    if magic == _IDX_IMAGES_MAGIC and (dims[0] == 0 or dims[1] == 0 or dims[2] == 0):
+        raise DatasetError(f"dataset file {file} holds no pixels (header dims {dims}); {_MNIST_FIX}")
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_file(file: Path) -> bytes:
+    content = _read_bytes(file)
+    if file.suffix != ".gz":
+        return content
+    try:
+        return gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DatasetError(
+            f"dataset file {file} is not a valid gzip file ({_one_line(err)}); {_MNIST_FIX}"
+        ) from None
+
+
+def _read_mnist(folder: Path | None) -> _Source:
+    folder = _required(folder, "mnist")
+    candidates = {role: _mnist_candidates(stem) for role, stem in _MNIST_STEMS.items()}
+    files = _locate(folder, candidates, "mnist", _MNIST_EXPECTS)
+    hasher = _FileHasher()  # over decompressed content: gzipping (or not) keeps the id
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for part in ("train", "test"):
+        images_file, labels_file = files[f"{part}-images"], files[f"{part}-labels"]
+        images_raw, labels_raw = _read_idx_file(images_file), _read_idx_file(labels_file)
+        hasher.add(f"{part}-images", images_raw)
+        hasher.add(f"{part}-labels", labels_raw)
+        images = _parse_idx(images_raw, images_file, magic=_IDX_IMAGES_MAGIC)  # (N, H, W)
+        labels = _parse_idx(labels_raw, labels_file, magic=_IDX_LABELS_MAGIC)  # (N,)
+        if len(images) != len(labels):
+            raise DatasetError(
+                f"dataset files {images_file} and {labels_file} disagree: {len(images)} images but "
+                f"{len(labels)} labels; {_MNIST_FIX}"
+            )
+        if labels.max() >= 10:
+            raise DatasetError(
+                f"dataset file {labels_file} has label {int(labels.max())}, but MNIST-family labels lie in "
+                f"[0, 10); {_MNIST_FIX}"
+            )
+        pairs[part] = (images[:, None], labels.astype(np.int64))  # (N, 1, H, W), (N,)
+    (x, y), (x_test, y_test) = pairs["train"], pairs["test"]
+    if x.shape[2:] != x_test.shape[2:]:
+        raise DatasetError(
+            f"dataset files {files['train-images']} and {files['test-images']} disagree: images are "
+            f"{x.shape[2]}x{x.shape[3]} and {x_test.shape[2]}x{x_test.shape[3]}; {_MNIST_FIX}"
+        )
+    return _Source(x=x, y=y, fingerprint=hasher.hexdigest(), x_test=x_test, y_test=y_test)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registrations
+# --------------------------------------------------------------------------------------------------
+
+_DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+DATASETS.register(
+    "digits",
+    DatasetSpec(
+        name="digits",
+        num_classes=10,
+        class_names=_DIGIT_NAMES,
+        needs_path=False,
+        has_official_test=False,
+        expects="nothing (scikit-learn ships it)",
+        read=_read_digits,
+    ),
+)
+DATASETS.register(
+    "lfw_faces",
+    DatasetSpec(
+        name="lfw_faces",
+        num_classes=2,
+        class_names=("non-face", "face"),
+        needs_path=False,
+        has_official_test=False,
+        expects="nothing (scikit-image ships it)",
+        read=_read_lfw,
+    ),
+)
+DATASETS.register(
+    "cifar10",
+    DatasetSpec(
+        name="cifar10",
+        num_classes=10,
+        class_names=_CIFAR_CLASSES,
+        needs_path=True,
+        has_official_test=True,
+        expects=_CIFAR_EXPECTS,
+        read=_read_cifar10,
+    ),
+)
+DATASETS.register(
+    "mnist",
+    DatasetSpec(
+        name="mnist",
+        num_classes=10,
+        class_names=_DIGIT_NAMES,
+        needs_path=True,
+        has_official_test=True,
+        expects=_MNIST_EXPECTS,
+        read=_read_mnist,
+    ),
+)
