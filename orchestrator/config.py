@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import UserError
 from search_algos.spaces import GlobalSpace
@@ -48,12 +48,17 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     max_samples: int | None = Field(None, ge=30)
 
-    @model_validator(mode="after")
-    def _check(self) -> DataConfig:
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, name: str) -> str:
         from trainables.datasets import dataset_names
 
-        if self.dataset not in dataset_names():
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(dataset_names())}")
+        if name not in dataset_names():
+            raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 "val_fraction + test_fraction < 1 must hold, but got "
@@ -170,7 +175,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    """The model that holds the key at ``loc`` (to list its valid keys)."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc[:-1]:
+        if part == "searcher" and model is ExperimentConfig:
+            return None  # resolved by the caller from the tag
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
+    model = _section_model(loc)
+    if model is None and loc[0] == "searcher":
+        tag = (raw.get("searcher") or {}).get("name", "random")
+        model = _SEARCHER_MODELS.get(tag)
+    if model is None:
+        return ""
+    return "; valid keys: " + ", ".join(model.model_fields)
+
+
+def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     # Discriminated unions put the tag into the path (searcher.random.epochs): drop it.
     if len(loc) > 1 and loc[0] == "searcher" and err.get("type") != "union_tag_invalid":
@@ -179,9 +208,12 @@ def _format_error(err: dict[str, Any]) -> str:
     path = ".".join(loc) or "config"
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
-        return f"{path}: unknown key; remove it or check the spelling (see README, Configuration reference)"
+        return f"{path}: unknown key{_valid_keys(loc, raw)}"
     if kind == "union_tag_invalid":
-        return f"{path}: unknown searcher {value!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
+        tag = (err.get("ctx") or {}).get("tag", value)
+        return f"{path}.name: unknown searcher {tag!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
+    if kind == "union_tag_not_found":
+        return f"{path}.name: required; valid searchers: {', '.join(_SEARCHER_TAGS)}"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "value_error":
@@ -190,7 +222,8 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{path}: {msg[0].lower() + msg[1:]}, got {shown}"
 
 
-_SEARCHER_TAGS = ("random",)
+_SEARCHER_MODELS: dict[str, type[BaseModel]] = {"random": RandomSearcherConfig}
+_SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
 
 
 def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
@@ -200,7 +233,7 @@ def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(*[f"{source}: {_format_error(e)}" for e in exc.errors()]) from None
+        raise UserError(*[f"{source}: {_format_error(e, raw)}" for e in exc.errors()]) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
