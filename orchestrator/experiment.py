@@ -89,15 +89,23 @@ def load_data(config: ExperimentConfig) -> ImageDataset:
 
 def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | None, name: str | None) -> RunPaths:
     """Checks that need no Ray, then creates RUN_DIR with the resolved config. Nothing on failure."""
+    explicit = name is not None
     name = name or config.name
     if name == STORE_DIR:
         raise UserError(f"run name {name!r} is reserved for the benchmark store; pass another --name")
     paths = run_paths(storage or config.storage, name)
-    if paths.root.exists() and any(paths.root.iterdir()):
-        raise UserError(
-            f"run directory {paths.root} already exists; continue it with `facenas resume {paths.root}` "
-            "or pass another --name"
-        )
+    if _in_use(paths.root):
+        if explicit:
+            raise UserError(
+                f"run directory {paths.root} already exists; continue it with `facenas resume {paths.root}` "
+                "or pass another --name"
+            )
+        # Like runs/exp, runs/exp2, ...: a repeated command never touches an earlier run.
+        n = 2
+        while _in_use(run_paths(storage or config.storage, f"{name}-{n}").root):
+            n += 1
+        paths = run_paths(storage or config.storage, f"{name}-{n}")
+        name = paths.root.name
     load_data(config)  # missing or corrupt dataset files are reported before anything is created
     paths.root.mkdir(parents=True, exist_ok=True)
     resolved = dict(raw, name=name, storage=str(paths.storage))
@@ -105,6 +113,10 @@ def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | Non
     tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     os.replace(tmp, paths.config)
     return paths
+
+
+def _in_use(root: Path) -> bool:
+    return root.exists() and any(root.iterdir())
 
 
 def _stages(config: ExperimentConfig, job_for: Any) -> tuple[list[Stage], str]:
