@@ -56,9 +56,10 @@ def _finish(paths, best: dict) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
     from orchestrator.experiment import execute, prepare
-    from orchestrator.runtime import start_ray, stop_ray
+    from orchestrator.runtime import check_address, start_ray, stop_ray
 
     config, raw = load_config(args.config, args.overrides)
+    check_address(args.address)
     paths = prepare(config, raw, storage=args.storage, name=args.name)
     print(f"run directory: {paths.root}")
     print(start_ray(args.address, num_cpus=config.resources.num_cpus, dashboard=args.dashboard))
@@ -71,9 +72,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.experiment import execute, open_run
-    from orchestrator.runtime import start_ray, stop_ray
+    from orchestrator.runtime import check_address, start_ray, stop_ray
 
     paths, config, _raw = open_run(args.run_dir)
+    check_address(args.address)
     if paths.best.is_file():
         raise UserError(
             f"run {paths.root} already finished (best.json exists); nothing to resume — "

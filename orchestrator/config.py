@@ -67,7 +67,10 @@ class DataConfig(_Section):
         return self
 
     def loader_kwargs(self) -> dict[str, Any]:
-        return self.model_dump()
+        """Keyword arguments of ``trainables.datasets.load_dataset``."""
+        kwargs = self.model_dump()
+        kwargs["name"] = kwargs.pop("dataset")
+        return kwargs
 
 
 class GlobalSpaceConfig(_Section):

@@ -9,6 +9,7 @@ written (DESIGN.md §3, Contracts).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,13 @@ def _summary_of(arch_json: Any) -> str:
         return "?"
 
 
+def trial_dirname(trial: Any) -> str:
+    """``trial_0007_<id>``: short folder names that sort in creation order."""
+    counter = str(trial.experiment_tag).split("_", 1)[0]
+    index = int(counter) if counter.isdigit() else 0
+    return f"trial_{index:04d}_{trial.trial_id}"
+
+
 def _latest_searcher_state(exp_dir: Path) -> Path | None:
     files = sorted(exp_dir.glob("searcher-state-*.pkl"))
     return files[-1] if files else None
@@ -134,6 +142,7 @@ def run_stage(
         return StageOutcome(stage.name, frame, info["summary"], info.get("seconds", 0.0))
 
     started = time.perf_counter()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines only
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_candidate, job=stage.job), _tune_resources(resources, training)
     )
@@ -150,6 +159,7 @@ def run_stage(
                 num_samples=-1,
                 max_concurrent_trials=resources.get("max_concurrent_trials"),
                 reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=stage.name,

@@ -78,14 +78,18 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _trial_order(trial_id: str) -> tuple[int, str]:
-    tail = trial_id.rsplit("_", 1)[-1]
-    return (int(tail), trial_id) if tail.isdigit() else (1 << 30, trial_id)
+def _trial_order(path: str) -> tuple[int, str]:
+    # Trial folders are named trial_<index>_<id> (pipeline.trial_dirname): sort by creation index.
+    parts = Path(path).name.split("_")
+    if len(parts) >= 3 and parts[0] == "trial" and parts[1].isdigit():
+        return int(parts[1]), path
+    return 1 << 30, path
 
 
 def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[str, Any]]:
     """One row per trial of a finished Tune experiment, in trial creation order."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    order: list[tuple[int, str]] = []
     for result in grid:
         m = dict(result.metrics or {})
         config = dict(result.config or {})
@@ -100,6 +104,7 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
             status = "failed"
             error = m.get("error") or f"{metric} is not finite"
         arch = m.get("arch") or config.get("arch") or ""
+        order.append(_trial_order(result.path))
         rows.append(
             {
                 "stage": stage,
@@ -117,8 +122,7 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
                 "dataset_id": m.get("dataset_id") or "",
             }
         )
-    rows.sort(key=lambda r: _trial_order(r["trial_id"]))
-    return rows
+    return [row for _, row in sorted(zip(order, rows), key=lambda pair: pair[0])]
 
 
 def pick_best(frame: pd.DataFrame, *, mode: str) -> dict[str, Any] | None:

@@ -9,9 +9,16 @@ import warnings
 
 from orchestrator.errors import UserError
 
-__all__ = ["NAMESPACE", "start_ray", "stop_ray"]
+__all__ = ["NAMESPACE", "check_address", "start_ray", "stop_ray"]
 
 NAMESPACE = "facenas"
+
+
+def check_address(address: str | None) -> None:
+    """Check ``--address`` (or ``RAY_ADDRESS``) before anything is created; no-op for a local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _check_reachable(address)
 
 
 def _check_reachable(address: str) -> None:
