@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ from trainables.datasets import ImageDataset, load_dataset
 
 __all__ = ["EvalJob", "evaluate_candidate"]
 
-_STATE_FILE = "state.pt"
 _DATA_CACHE: dict[str, ImageDataset] = {}
 
 
@@ -107,7 +105,7 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
                 name=f"{job.stage}-{trial_id}",
             )
         else:
-            final = _fit_in_process(arch, data, settings, base)
+            final = _fit_in_process(arch, data, settings, base, _checkpoint_path(job, key))
     except FloatingPointError as exc:  # divergence: a normal event, reported as a failed evaluation
         tune.report({job.metric: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
@@ -126,23 +124,38 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
             "created_at": time.time(),
         }
     )
+    checkpoint = _checkpoint_path(job, key)
+    if os.path.exists(checkpoint):  # the store holds the result now; the checkpoint has served
+        os.remove(checkpoint)
     if settings.num_workers > 1:  # in-process training already reported every epoch
         tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
 
 
-def _fit_in_process(arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint_path(job: EvalJob, key: tuple) -> str:
+    # Keyed by the evaluation, not the trial: a trial re-created after a driver crash (new trial id)
+    # or retried on another node (shared storage) continues the same evaluation from its last epoch.
+    # Tune's own trial checkpoints are not used: after a driver SIGKILL its experiment state can point
+    # at a checkpoint that `num_to_keep` already deleted.
+    space, arch_key, dataset_id, fidelity, seed = key
+    name = f"{space}-{arch_key}-{dataset_id}-e{fidelity}-s{seed}.pt"
+    return os.path.join(job.storage_path, job.stage, "_checkpoints", name)
+
+
+def _fit_in_process(
+    arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str
+) -> dict[str, Any]:
     resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = torch.load(os.path.join(folder, _STATE_FILE), weights_only=True)
+    if os.path.isfile(checkpoint):
+        try:
+            resume = torch.load(checkpoint, weights_only=True)
+        except Exception:  # a torn or foreign file: start the evaluation again rather than fail
+            resume = None
 
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix="facenas-ckpt-") as folder:
-            torch.save(state, os.path.join(folder, _STATE_FILE))
-            tune.report(
-                {**metrics, **base, "cached": False, "status": "ok", "error": ""},
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
+        os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+        tmp = f"{checkpoint}.{os.getpid()}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint)
+        tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
 
     return fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=resume)

@@ -165,7 +165,6 @@ def run_stage(
                 name=stage.name,
                 storage_path=str(run_dir),
                 failure_config=tune.FailureConfig(max_failures=resources["max_failures"]),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[ProgressPrinter(stage.name, metric, mode, total)],
                 verbose=0,
             ),

@@ -1,0 +1,133 @@
+"""End to end through the CLI on an embedded local Ray: a small run, a cache hit, resume after SIGKILL.
+
+Each ``facenas`` process starts its own Ray bound to 127.0.0.1 (the CLI's default), so these tests do
+not use the shared ``ray_local`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {
+    "name": "small",
+    "seed": 3,
+    "data": {"dataset": "digits", "max_samples": 400},
+    "space": {"d_min": 3, "d_max": 5, "w_min": 8, "w_max": 16, "w_step": 4},
+    "searcher": {"name": "random", "num_samples": 5, "epochs": 3},
+    "resources": {"num_cpus": 2},
+}
+CONTRACT_COLUMNS = {"stage", "trial_id", "arch_key", "arch", "metric", "value", "params", "epochs", "cached", "status", "error"}
+BEST_KEYS = {"stage", "arch", "arch_key", "metric", "value", "params"}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _facenas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=_env(),
+    )
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, config_file) -> Path:
+    """One uninterrupted run; returns its RUN_DIR."""
+    storage = tmp_path_factory.mktemp("ref")
+    proc = _facenas("run", str(config_file), "--storage", str(storage))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best architecture:" in proc.stdout
+    assert "results.parquet" in proc.stdout
+    assert proc.stdout.count("[search] trial ") == 5
+    return storage / "small"
+
+
+def test_run_writes_the_contract(reference):
+    frame = pd.read_parquet(reference / "results.parquet")
+    assert CONTRACT_COLUMNS <= set(frame.columns)
+    assert len(frame) == 5 and frame["trial_id"].is_unique
+    assert (frame["status"] == "ok").all() and not frame["cached"].any()
+    assert (frame["epochs"] == 3).all() and (frame["params"] > 0).all()
+    for arch in frame["arch"]:
+        assert json.loads(arch)["space"] == "global"
+    best = json.loads((reference / "best.json").read_text())
+    assert BEST_KEYS <= set(best)
+    assert best["value"] == pytest.approx(frame["value"].max())
+    assert best["metric"] == "val_acc" and 0 <= best["test"]["test_acc"] <= 100
+    assert yaml.safe_load((reference / "config.yaml").read_text())["seed"] == 3
+    assert list(reference.glob("search/trial_*/events.out.tfevents.*")), "TensorBoard event files per trial"
+
+
+def test_status_and_report(reference):
+    proc = _facenas("status", str(reference))
+    assert proc.returncode == 0 and "stage search: done, 5 ok / 0 failed" in proc.stdout
+    proc = _facenas("report", str(reference))
+    assert proc.returncode == 0, proc.stderr
+    page = (reference / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Best architecture" in page
+
+
+def test_second_run_is_served_from_the_store(reference, config_file):
+    proc = _facenas("run", str(config_file), "--storage", str(reference.parent), "--name", "again")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = pd.read_parquet(reference.parent / "again" / "results.parquet")
+    first = pd.read_parquet(reference / "results.parquet")
+    assert again["cached"].all()
+    assert list(again["value"]) == list(first["value"])
+    assert json.loads((reference.parent / "again" / "best.json").read_text())["arch_key"] == json.loads(
+        (reference / "best.json").read_text()
+    )["arch_key"]
+
+
+def _evaluations_stored(storage: Path) -> int:
+    folder = storage / "benchmark" / "evaluations"
+    files = list(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return sum(len(pd.read_parquet(f)) for f in files)
+
+
+def test_resume_after_sigkill_equals_uninterrupted(reference, config_file, tmp_path):
+    storage = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while _evaluations_stored(storage) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, as in a machine crash
+    proc.wait()
+    run_dir = storage / "small"
+    assert not (run_dir / "best.json").exists()
+
+    resumed = _facenas("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert len(frame) == 5 and frame["trial_id"].is_unique and (frame["status"] == "ok").all()
+    # Nothing finished was trained twice: the store holds each evaluated architecture once.
+    assert _evaluations_stored(storage) == frame["arch_key"].nunique()
+    killed_best = json.loads((run_dir / "best.json").read_text())
+    reference_best = json.loads((reference / "best.json").read_text())
+    assert killed_best == reference_best
