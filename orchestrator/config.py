@@ -23,6 +23,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "GlobalSpaceConfig",
+    "MacroMicroSearcherConfig",
     "RandomSearcherConfig",
     "ResourcesConfig",
     "TrainingConfig",
@@ -102,7 +103,50 @@ class RandomSearcherConfig(_Section):
     epochs: int = Field(3, ge=1)
 
 
-SearcherConfig = Annotated[Union[RandomSearcherConfig], Field(discriminator="name")]
+class MacroMicroSearcherConfig(_Section):
+    """Efficient Global NAS (Algorithm 1): a §4.1 preset plus overrides, speculation, baseline, retrain.
+
+    Every setting left out comes from ``preset``; see ``search_algos.macro_micro.MacroMicroSettings``.
+    """
+
+    name: Literal["macro_micro"] = "macro_micro"
+    preset: Literal["tiny", "mobile"] = "tiny"
+    d_min: int | None = Field(None, ge=1)
+    d_max: int | None = Field(None, ge=1)
+    w_min: int | None = Field(None, ge=1)
+    w_max: int | None = Field(None, ge=1)
+    w_res: int | None = Field(None, ge=1)
+    e_min_macro: int | None = Field(None, ge=1)
+    e_min_micro: int | None = Field(None, ge=1)
+    grow_gain: float | None = Field(None, ge=0)
+    drop_tolerance: float | None = Field(None, ge=0)
+    max_drops: int | None = Field(None, ge=1)
+    prune_epochs_step: int | None = Field(None, ge=0)
+    max_prune_failures: int | None = Field(None, ge=1)
+    param_slack: float | None = Field(None, ge=0)
+    width_step: int | None = Field(None, ge=1)
+    speculate: int = Field(1, ge=1)
+    final_epochs: int = Field(10, ge=1)
+    baseline_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MacroMicroSearcherConfig:
+        self.settings()  # cross-field rules (d_min <= d_max, ...) live in the settings themselves
+        return self
+
+    def settings(self):
+        from search_algos.macro_micro import MacroMicroSettings
+
+        overrides = self.model_dump(
+            exclude={"name", "preset", "speculate", "final_epochs", "baseline_samples"}, exclude_none=True
+        )
+        try:
+            return MacroMicroSettings.preset(self.preset, **overrides)
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("invalid MacroMicroSettings: ")) from None
+
+
+SearcherConfig = Annotated[Union[RandomSearcherConfig, MacroMicroSearcherConfig], Field(discriminator="name")]
 
 
 class TrainingConfig(_Section):
@@ -225,7 +269,10 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     return f"{path}: {msg[0].lower() + msg[1:]}, got {shown}"
 
 
-_SEARCHER_MODELS: dict[str, type[BaseModel]] = {"random": RandomSearcherConfig}
+_SEARCHER_MODELS: dict[str, type[BaseModel]] = {
+    "random": RandomSearcherConfig,
+    "macro_micro": MacroMicroSearcherConfig,
+}
 _SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
 
 

@@ -16,11 +16,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from orchestrator.config import ExperimentConfig, RandomSearcherConfig
+from orchestrator.config import ExperimentConfig, MacroMicroSearcherConfig, RandomSearcherConfig
 from orchestrator.errors import UserError
 from orchestrator.evaluate import EvalJob
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
 from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, write_parquet_atomic
+from search_algos.fixed import FixedArchSearcher
+from search_algos.macro_micro import MacroMicroSearcher
 from search_algos.random_search import RandomArchSearcher
 from trainables.datasets import DatasetError, ImageDataset, load_dataset, meta_features
 
@@ -119,22 +121,97 @@ def _in_use(root: Path) -> bool:
     return root.exists() and any(root.iterdir())
 
 
-def _stages(config: ExperimentConfig, job_for: Any) -> tuple[list[Stage], str]:
-    """The stages of the configured searcher and the name of the stage that decides ``best``."""
+@dataclass
+class _Pipeline:
+    """The stages of a searcher, the stage whose evaluations decide ``best``, and its extra figures."""
+
+    stages: list[Stage]
+    deciding: str
+    extras: Any = None  # Callable[[dict[str, StageOutcome]], dict] | None
+
+
+def _random_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any) -> _Pipeline:
     s = config.searcher
     space = config.space.build()
-    if isinstance(s, RandomSearcherConfig):
-        stage = Stage(
-            name="search",
-            make_searcher=lambda _earlier: RandomArchSearcher(
-                space, num_samples=s.num_samples, epochs=s.epochs,
-                metric=config.metric, mode=config.mode, seed=config.seed,
-            ),
-            job=job_for("search"),
-            total=lambda _earlier: s.num_samples,
-        )
-        return [stage], "search"
-    raise UserError(f"searcher {s.name!r} has no pipeline")  # unreachable: config validation
+    stage = Stage(
+        name="search",
+        make_searcher=lambda _earlier: RandomArchSearcher(
+            space, num_samples=s.num_samples, epochs=s.epochs,
+            metric=config.metric, mode=config.mode, seed=config.seed,
+        ),
+        job=job_for("search"),
+        total=lambda _earlier: s.num_samples,
+    )
+    return _Pipeline([stage], "search")
+
+
+def _macro_micro_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any) -> _Pipeline:
+    """search (Algorithm 1) -> retrain the result for ``final_epochs`` -> random baseline (§4.1, RI)."""
+    s = config.searcher
+    settings = s.settings()
+    space = config.space.build()
+
+    def searched(earlier: dict[str, StageOutcome]) -> str:
+        arch = earlier["search"].summary.get("final_arch")
+        if not arch:
+            raise UserError("the macro-micro search ended without an architecture; see the search stage's trials")
+        return arch
+
+    def baseline_size(earlier: dict[str, StageOutcome]) -> int:
+        # Equal evaluation budget by default: as many random networks as the search evaluated.
+        return s.baseline_samples or int(earlier["search"].summary["evaluations"]["total"])
+
+    search = Stage(
+        name="search",
+        make_searcher=lambda _earlier: MacroMicroSearcher(
+            settings=settings, in_channels=data.in_channels, num_classes=data.num_classes,
+            metric=config.metric, mode=config.mode, seed=config.seed, speculate=s.speculate,
+        ),
+        job=job_for("search"),
+    )
+    retrain = Stage(
+        name="retrain",
+        make_searcher=lambda earlier: FixedArchSearcher(
+            [searched(earlier)], epochs=s.final_epochs, metric=config.metric, mode=config.mode,
+        ),
+        job=job_for("retrain"),
+        total=lambda _earlier: 1,
+    )
+    baseline = Stage(
+        name="baseline",
+        make_searcher=lambda earlier: RandomArchSearcher(
+            space, num_samples=baseline_size(earlier), epochs=s.final_epochs,
+            metric=config.metric, mode=config.mode, seed=config.seed,
+        ),
+        job=job_for("baseline"),
+        total=baseline_size,
+    )
+
+    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
+        return relative_improvement(outcomes["retrain"].frame, outcomes["baseline"].frame)
+
+    return _Pipeline([search, retrain, baseline], "retrain", extras)
+
+
+def relative_improvement(searched: pd.DataFrame, random: pd.DataFrame) -> dict[str, Any]:
+    """RI = 100 (Acc_m - mean Acc_r) / mean Acc_r (§4.1, after Yang et al.), on test and on val."""
+    ok_s = searched[searched["status"] == "ok"]
+    ok_r = random[random["status"] == "ok"]
+    if ok_s.empty or ok_r.empty:
+        return {"ri": None, "ri_val": None, "random_evaluations": int(len(ok_r))}
+    acc_m, acc_r = float(ok_s["test_acc"].iloc[0]), float(ok_r["test_acc"].mean())
+    val_m, val_r = float(ok_s["value"].iloc[0]), float(ok_r["value"].mean())
+    return {
+        "ri": 100.0 * (acc_m - acc_r) / acc_r,
+        "ri_val": 100.0 * (val_m - val_r) / val_r,
+        "random_mean_test_acc": acc_r,
+        "random_mean_val_acc": val_r,
+        "random_best_val_acc": float(ok_r["value"].max()),
+        "random_evaluations": int(len(ok_r)),
+    }
+
+
+_PIPELINES = {RandomSearcherConfig: _random_pipeline, MacroMicroSearcherConfig: _macro_micro_pipeline}
 
 
 def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
@@ -158,9 +235,9 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
             storage_path=str(paths.root),
         )
 
-    stages, deciding = _stages(config, job_for)
+    pipeline = _PIPELINES[type(config.searcher)](config, data, job_for)
     outcomes: dict[str, StageOutcome] = {}
-    for stage in stages:
+    for stage in pipeline.stages:
         outcomes[stage.name] = run_stage(
             stage,
             run_dir=paths.root,
@@ -172,7 +249,9 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
         )
     frame = pd.concat([o.frame for o in outcomes.values()], ignore_index=True)[list(RESULT_COLUMNS)]
     write_parquet_atomic(frame, paths.results)
-    best = _best_payload(config, data, outcomes, deciding)
+    best = _best_payload(config, data, outcomes, pipeline.deciding)
+    if pipeline.extras is not None:
+        best.update(pipeline.extras(outcomes))
     write_json_atomic(best, paths.best)
     return best
 
@@ -187,7 +266,8 @@ def _best_payload(
             f"every evaluation of stage {deciding!r} failed; see {deciding}/ for the errors, "
             "fix the cause and run again"
         )
-    ok = outcome.frame[outcome.frame["status"] == "ok"]
+    search = outcomes.get("search", outcome)
+    ok = search.frame[search.frame["status"] == "ok"]
     return {
         "stage": deciding,
         "arch": json.loads(best["arch"]),
@@ -203,6 +283,6 @@ def _best_payload(
         "dataset_id": data.dataset_id,
         "seed": config.seed,
         "evaluations": int(len(ok)),
-        "failed": int(len(outcome.frame) - len(ok)),
-        "search": outcome.summary,
+        "failed": int(len(search.frame) - len(ok)),
+        "search": search.summary,
     }

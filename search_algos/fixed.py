@@ -1,0 +1,57 @@
+"""Evaluate a given list of architectures (retraining the winners of a search, hand-made baselines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from search_algos.base import ArchSearcher
+
+__all__ = ["FixedArchSearcher"]
+
+
+class FixedArchSearcher(ArchSearcher):
+    """Suggests ``archs`` in order, each trained for ``epochs``; then FINISHED.
+
+    Args:
+        archs: architecture encodings (JSON text), evaluated in this order.
+        epochs: training epochs of every evaluation.
+        metric, mode, seed: see :class:`ArchSearcher`.
+    """
+
+    def __init__(self, archs: list[str], *, epochs: int, metric: str, mode: str, seed: int = 0) -> None:
+        if not archs:
+            raise ValueError("archs must list at least one architecture")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        super().__init__(metric=metric, mode=mode, seed=seed)
+        self.archs = list(archs)
+        self.epochs = epochs
+        self._issued = 0
+        self._live: dict[str, int] = {}
+        self._scores: dict[int, float] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._issued >= len(self.archs):
+            return Searcher.FINISHED
+        index = self._issued
+        self._issued += 1
+        self._live[trial_id] = index
+        return {"arch": self.archs[index], "epochs": self.epochs}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        index = self._live.pop(trial_id, None)
+        if index is not None:
+            self._scores[index] = self.score(result, error=error)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"issued": self._issued, "live": self._live, "scores": {str(k): v for k, v in self._scores.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._issued = int(state["issued"])
+        self._live = {k: int(v) for k, v in state["live"].items()}
+        self._scores = {int(k): float(v) for k, v in state["scores"].items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"evaluations": len(self._scores), "archs": len(self.archs)}
