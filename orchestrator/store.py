@@ -595,6 +595,11 @@ class BenchmarkStore:
 # The Ray actor and its client
 
 _REMOTE_STORE: Any = None  # ray.remote(BenchmarkStore), made on first use so importing needs no Ray
+# The creating handle of every store actor this process started. Ray 2.60 reference-counts non-detached
+# actors, names or not: once the creator's own handles are gone the actor is killed, and handles from
+# ray.get_actor (here or in workers) do not keep it alive. Holding the creating handle here makes the
+# actor live exactly as long as the driver (lifetime=None: it fate-shares with the driver).
+_OWNED_HANDLES: dict[tuple[str, str], Any] = {}
 
 
 def _remote_store_class() -> Any:
@@ -704,6 +709,7 @@ class StoreClient:
             except RayActorError as exc:
                 cause = _creation_error(exc) or exc
                 ray.kill(handle, no_restart=True)  # frees the name
+                _OWNED_HANDLES.pop((namespace, client.name), None)
                 if attempt == 0:
                     continue
                 if isinstance(cause, StoreError):
@@ -712,6 +718,12 @@ class StoreClient:
                     f"benchmark store at {client.root} failed to start ({_first_line(cause)}); "
                     "see the Ray worker logs"
                 ) from None
+            owned = _OWNED_HANDLES.get((namespace, client.name))
+            if owned is None or owned._actor_id != handle._actor_id:
+                # A fresh actor: keep its creating handle. For an actor that already existed,
+                # get_if_exists returns a borrowed handle; replacing the creating one with it
+                # would let Ray collect the actor.
+                _OWNED_HANDLES[(namespace, client.name)] = handle
             client._handle = handle
             return client
         raise AssertionError("unreachable")  # pragma: no cover
