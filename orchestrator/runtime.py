@@ -61,6 +61,9 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
         return f"attached to Ray cluster at {address}"
     cpus = num_cpus or os.cpu_count() or 1
     kwargs = dict(
+        # "local" always starts a new Ray: without it ray.init() joins any cluster already running on
+        # this machine (another user's `ray start`, a benchmark), with its resources and its lifetime.
+        address="local",
         num_cpus=cpus,
         namespace=NAMESPACE,
         _node_ip_address="127.0.0.1",
