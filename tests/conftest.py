@@ -22,6 +22,7 @@ def ray_local():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",  # never join a Ray that happens to run on this machine
         num_cpus=4,  # more logical CPUs than cores: Train workers and trials must fit (DESIGN.md §6)
         object_store_memory=200 * 1024**2,
         _node_ip_address="127.0.0.1",
