@@ -631,6 +631,14 @@ class _ActorMissing(Exception):
     """No actor of that name is registered (not started yet, or gone for good)."""
 
 
+def _driver_node_affinity() -> Any:
+    """Prefer the driver's node; fall back to any node if that one is gone (soft)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+
+
 class StoreClient:
     """A picklable handle on the benchmark store actor, handed to trainables and searchers as an object.
 
@@ -663,8 +671,9 @@ class StoreClient:
     ) -> StoreClient:
         """Create the store actor, or attach to the live one for ``root``; driver only.
 
-        The actor is created from the driver with ``scheduling_strategy="DEFAULT"`` so a trial's placement
-        group never captures it (DESIGN.md §6); it restarts forever and reloads from disk.
+        The actor is created from the driver outside any placement group (DESIGN.md §6), preferring the
+        driver's node (soft affinity): its files land where the driver writes the runs, even when the
+        storage is not shared. It restarts forever and reloads from disk.
 
         Args:
             root: The store's folder.
@@ -695,7 +704,7 @@ class StoreClient:
                     max_task_retries=-1,
                     num_cpus=0,
                     lifetime=None,
-                    scheduling_strategy="DEFAULT",
+                    scheduling_strategy=_driver_node_affinity(),
                 )
                 .remote(client.root)
             )
