@@ -1,0 +1,595 @@
+"""Train one candidate of the global space from scratch (Efficient Global NAS, performance evaluation).
+
+Paper: ``efficient-global-nas-macro-micro.txt``, §4.1 "Search and Training Settings": every candidate is
+trained with SGD (momentum 0.9, weight decay 3e-4), learning rate 0.025 cosine-annealed to 0, batch 64,
+optionally cutout, for the number of epochs the searcher asks (§3.2, dynamic learning rankings).
+
+Two entry points share one epoch loop:
+
+- :func:`fit_candidate` trains in this process (one CPU or GPU); the searcher's trials call it directly.
+- :func:`fit_candidate_distributed` trains data-parallel as a Ray Train ``TorchTrainer`` (DDP; gloo on CPU,
+  nccl on GPU), checkpointing every epoch under a stable run name so a retried trial resumes.
+
+Determinism is part of the contract (the resume guarantee rests on it): model init is seeded from
+``settings.seed``; epoch ``e`` shuffles with ``numpy.random.default_rng([seed, e])`` (a fresh generator
+per epoch, so nothing random is carried across epochs); torch runs with ``settings.threads`` threads.
+Equal ``(arch, data, settings)`` give bit-identical metrics, and resuming from the state saved after
+epoch ``k`` gives exactly the metrics of the uninterrupted run.
+
+Validation accuracy is in percent (0..100), as the paper's thresholds (+0.10 / -0.05) are in points.
+The test split is evaluated once, after the final epoch, and never drives a decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed
+import torch.nn.functional as F
+from torch import nn
+
+from search_algos.spaces.global_space import GlobalArch, count_params
+from trainables.models.global_cnn import build_global_cnn
+
+if TYPE_CHECKING:
+    from trainables.datasets import ImageDataset
+
+__all__ = ["OnEpoch", "TrainSettings", "fit_candidate", "fit_candidate_distributed"]
+
+OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
+"""``on_epoch(metrics, state)``, called after every epoch (see :func:`fit_candidate`)."""
+
+_EVAL_BATCH = 512  # evaluation holds no activations for backward, so a larger batch is cheap
+_STATE_FILE = "state.pt"  # the state dict inside a Ray Train checkpoint
+_DIVERGED_FILE = "diverged.txt"  # marks a Ray Train checkpoint of a diverged run (terminal)
+_STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "metrics")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one candidate is trained; defaults are the paper's (§4.1).
+
+    Attributes:
+        epochs: epochs of this run; also the length of the cosine schedule (lr reaches 0 at the end).
+        batch_size: global batch (split evenly over ``num_workers``); the paper uses 64.
+        lr: initial learning rate; 0.025 as in DARTS, which the paper follows.
+        momentum: SGD momentum, 0.9.
+        weight_decay: L2 weight decay, 3e-4.
+        cutout: side of the cutout square in pixels, 0 = off (the paper uses cutout on CIFAR; on 8x8
+            digits a square would erase most of the image, so it is off by default).
+        seed: seeds model init, shuffling and cutout.
+        num_workers: Ray Train workers of :func:`fit_candidate_distributed` (DDP when > 1).
+        use_gpu: train on a GPU (one per worker).
+        cpus_per_worker: logical CPUs each Ray Train worker reserves; fractions let two workers and the
+            Tune trial that launched them share a small machine (DESIGN.md §6).
+        threads: torch intra-op threads per process; fixed so results do not depend on the machine.
+
+    Raises:
+        ValueError: listing every broken rule, with the values given.
+    """
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    cutout: int = 0
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, low in (("epochs", 1), ("batch_size", 1), ("cutout", 0), ("seed", 0), ("num_workers", 1),
+                          ("threads", 1)):  # fmt: skip
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, but got {name}={value!r}")
+        for name, ok, rule in (
+            ("lr", lambda v: v > 0, "> 0"),
+            ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("weight_decay", lambda v: v >= 0, ">= 0"),
+            ("cpus_per_worker", lambda v: v > 0, "> 0"),
+        ):
+            value = getattr(self, name)
+            if not _is_real(value) or not ok(value):
+                problems.append(f"{name} must be a finite number {rule}, but got {name}={value!r}")
+        if not isinstance(self.use_gpu, bool):
+            problems.append(f"use_gpu must be a bool, but got use_gpu={self.use_gpu!r}")
+        if not problems and self.batch_size % self.num_workers:
+            problems.append(
+                "batch_size must be a multiple of num_workers (each worker takes batch_size // num_workers), "
+                f"but got batch_size={self.batch_size}, num_workers={self.num_workers}; "
+                f"use e.g. batch_size={self.batch_size - self.batch_size % self.num_workers}"
+            )
+        if problems:
+            raise ValueError("invalid TrainSettings: " + "; ".join(problems))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and (
+        math.isfinite(float(value))
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# In-process training
+# --------------------------------------------------------------------------------------------------
+
+
+def fit_candidate(
+    arch: GlobalArch,
+    data: ImageDataset,
+    settings: TrainSettings,
+    *,
+    on_epoch: OnEpoch | None = None,
+    resume_state: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train ``arch`` from scratch on ``data.train`` in this process; evaluate on val (and test at the end).
+
+    Args:
+        arch: the candidate.
+        data: an :class:`~trainables.datasets.ImageDataset` (``train``/``val``/``test`` splits with
+            ``x`` (N, C, H, W) float32 and ``y`` (N,) int64; ``num_classes``; ``in_channels``).
+        settings: the training protocol; ``num_workers`` is ignored here (one process).
+        on_epoch: ``on_epoch(metrics, state)`` after every epoch. ``state`` is
+            ``{"epoch", "model", "optimizer", "scheduler", "metrics"}`` (state dicts, copied, so it may be
+            kept); it round-trips through ``torch.save`` / ``torch.load(weights_only=True)``.
+        resume_state: such a state; training continues at the epoch after ``state["epoch"]``. It must
+            come from a run with equal ``arch``, data and settings (the schedule length is checked).
+        device: torch device; default ``"cuda"`` when ``settings.use_gpu`` else ``"cpu"``.
+
+    Returns:
+        The final epoch's metrics: ``epoch`` (1-based), ``epochs``, ``train_loss``, ``val_loss``,
+        ``val_acc`` (percent), ``params`` and ``test_acc`` (percent).
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite (the trial counts as failed).
+        ValueError: a training split too small for one batch, or a ``resume_state`` from another run.
+    """
+    device = device or ("cuda" if settings.use_gpu else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} asked (use_gpu={settings.use_gpu}) but CUDA is not available")
+    with _deterministic(settings.threads):
+        return _fit(
+            arch,
+            data,
+            settings,
+            comm=_LocalComm(),
+            device=torch.device(device),
+            resume_state=resume_state,
+            wrap=lambda model: model,
+            on_epoch=on_epoch,
+            publish=None,
+        )
+
+
+def _fit(
+    arch: GlobalArch,
+    data: Any,
+    settings: TrainSettings,
+    *,
+    comm: _LocalComm,
+    device: torch.device,
+    resume_state: dict[str, Any] | None,
+    wrap: Callable[[nn.Module], nn.Module],
+    on_epoch: OnEpoch | None,
+    publish: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+) -> dict[str, Any]:
+    """The epoch loop shared by both entry points (setup -> train/evaluate per epoch -> test at the end).
+
+    ``wrap`` turns the model into its training form (DDP under Ray Train); ``publish(metrics, state)``
+    reports every epoch to Ray Train on all ranks (``state`` only on rank 0; None for a diverged epoch).
+    """
+    train, val, test = (_to_device(split, device) for split in (data.train, data.val, data.test))
+    shard_size = len(train[1]) // comm.world  # the permutation is cut to a multiple of the world size
+    local_batch = settings.batch_size // comm.world
+    steps = len(_batch_bounds(shard_size, local_batch))
+    if steps == 0:
+        raise ValueError(
+            f"the training split must give every worker at least 2 samples, but it has {len(train[1])} "
+            f"samples for num_workers={comm.world}; use a larger dataset (max_samples) or fewer workers"
+        )
+    total_steps = settings.epochs * steps
+    params = count_params(arch, in_channels=data.in_channels, num_classes=data.num_classes)
+
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG
+        torch.manual_seed(settings.seed)
+        model = build_global_cnn(arch, in_channels=data.in_channels, num_classes=data.num_classes)
+    if resume_state is not None:
+        _check_resume_state(resume_state, settings.epochs, total_steps)
+        model.load_state_dict(resume_state["model"])
+    model = wrap(model.to(device))
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    # Annealed per step, to exactly 0 after the last step of the last epoch.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
+    start = 1
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start = int(resume_state["epoch"]) + 1
+        if start > settings.epochs:  # saved after the final epoch: nothing left to train
+            return dict(resume_state["metrics"])
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start, settings.epochs + 1):
+        order, centers = _epoch_plan(len(train[1]), train[0].shape[-2:], settings, epoch, comm)
+        loss_sum, count = _train_epoch(
+            model, optimizer, scheduler, train, order, centers, batch=local_batch, cutout=settings.cutout
+        )
+        loss_sum, count = comm.sum_all(loss_sum, count)
+        train_loss = loss_sum / count
+        if not math.isfinite(train_loss):
+            message = _diverged_message(train_loss, epoch)
+            if publish is not None:
+                publish({"epoch": epoch, "epochs": settings.epochs, "diverged": message}, None)
+            raise FloatingPointError(message)
+
+        net = _unwrap(model)
+        comm.broadcast_buffers(net)  # every rank evaluates (and rank 0 saves) the same BN statistics
+        val_loss, val_acc = _evaluate(net, val, comm)
+        metrics = {
+            "epoch": epoch,
+            "epochs": settings.epochs,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "params": params,
+        }
+        if epoch == settings.epochs:
+            metrics["test_acc"] = _evaluate(net, test, comm)[1]
+        state = None
+        if comm.rank == 0:
+            state = {
+                "epoch": epoch,
+                "model": copy.deepcopy(net.state_dict()),
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "scheduler": copy.deepcopy(scheduler.state_dict()),
+                "metrics": dict(metrics),
+            }
+            if on_epoch is not None:
+                on_epoch(dict(metrics), state)
+        if publish is not None:
+            publish(metrics, state)
+    return metrics
+
+
+def _diverged_message(train_loss: float, epoch: int) -> str:
+    return f"training diverged: train_loss={train_loss} at epoch {epoch}"
+
+
+def _check_resume_state(state: dict[str, Any], epochs: int, total_steps: int) -> None:
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"resume_state lacks {missing}; pass a state given to on_epoch (keys {list(_STATE_KEYS)})"
+        )
+    epoch = state["epoch"]
+    if not _is_int(epoch) or not 1 <= epoch <= epochs:
+        raise ValueError(f"resume_state['epoch'] must be in [1, epochs={epochs}], but got {epoch!r}")
+    saved_steps = state["scheduler"].get("T_max")
+    if saved_steps != total_steps:
+        raise ValueError(
+            f"resume_state comes from a run with another schedule ({saved_steps} steps, this run has "
+            f"{total_steps}); resume only with the same arch, data, settings and number of workers"
+        )
+
+
+@contextlib.contextmanager
+def _deterministic(threads: int) -> Iterator[None]:
+    """Fix the thread count and deterministic cuDNN kernels for the run; restore the caller's values."""
+    saved = (torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved[2]
+
+
+def _to_device(split: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(np.asarray(split.x, dtype=np.float32), device=device)  # (N, C, H, W)
+    y = torch.as_tensor(np.asarray(split.y, dtype=np.int64), device=device)  # (N,)
+    return x, y
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _batch_bounds(size: int, batch: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each batch; a trailing batch of one sample is dropped (BatchNorm needs 2)."""
+    bounds = [(start, min(start + batch, size)) for start in range(0, size, batch)]
+    if bounds and bounds[-1][1] - bounds[-1][0] < 2:
+        bounds.pop()
+    return bounds
+
+
+def _epoch_plan(
+    n: int, image_size: tuple[int, int], settings: TrainSettings, epoch: int, comm: _LocalComm
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """This rank's sample order for ``epoch`` and, with cutout, one square centre per sample.
+
+    A fresh generator per (seed, epoch) makes epoch ``e`` independent of how the run got there (resume).
+    All ranks draw the same permutation, cut it to a multiple of the world size and take every
+    ``world``-th sample from their rank on, so step ``s`` of all ranks together is one global batch.
+    """
+    rng = np.random.default_rng([settings.seed, epoch])
+    order = rng.permutation(n)  # (n,)
+    centers = None
+    if settings.cutout:
+        centers = rng.integers(0, tuple(image_size), size=(n, 2))  # (n, 2) square centres as (row, col)
+    used = n // comm.world * comm.world
+    shard = slice(comm.rank, used, comm.world)
+    return order[shard], (centers[shard] if centers is not None else None)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train: tuple[torch.Tensor, torch.Tensor],
+    order: np.ndarray,
+    centers: np.ndarray | None,
+    batch: int,
+    cutout: int,
+) -> tuple[float, int]:
+    """One pass over this rank's samples; returns (sum of per-sample losses, number of samples)."""
+    x_all, y_all = train
+    device = x_all.device
+    order_t = torch.from_numpy(order).to(device)
+    centers_t = torch.from_numpy(centers).to(device) if centers is not None else None
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    model.train()
+    for start, end in _batch_bounds(len(order), batch):
+        idx = order_t[start:end]
+        x, y = x_all[idx], y_all[idx]  # (b, C, H, W), (b,)
+        if centers_t is not None:
+            x = _cutout(x, centers_t[start:end], cutout)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach().double() * (end - start)
+        count += end - start
+    return float(loss_sum), count  # one device sync per epoch, not per step
+
+
+def _cutout(x: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square per image, centred at ``centers`` and clipped at the border.
+
+    DeVries & Taylor (2017), as used by the paper's training protocol. ``x``: (B, C, H, W); ``centers``:
+    (B, 2) integer (row, col).
+    """
+    height, width = x.shape[-2:]
+    top = centers[:, :1] - size // 2  # (B, 1)
+    left = centers[:, 1:] - size // 2  # (B, 1)
+    rows = torch.arange(height, device=x.device)  # (H,)
+    cols = torch.arange(width, device=x.device)  # (W,)
+    in_rows = (rows >= top) & (rows < top + size)  # (B, H)
+    in_cols = (cols >= left) & (cols < left + size)  # (B, W)
+    hole = in_rows[:, :, None] & in_cols[:, None, :]  # (B, H, W)
+    return x * (~hole)[:, None].to(x.dtype)  # (B, C, H, W)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], comm: _LocalComm
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in percent over the split (each rank takes every world-th sample)."""
+    x_all, y_all = split
+    x_all, y_all = x_all[comm.rank :: comm.world], y_all[comm.rank :: comm.world]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(y_all), _EVAL_BATCH):
+        x, y = x_all[start : start + _EVAL_BATCH], y_all[start : start + _EVAL_BATCH]
+        logits = model(x)  # (b, num_classes)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train(was_training)
+    loss_total, correct_total, count = comm.sum_all(float(loss_sum), float(correct), len(y_all))
+    if count == 0:
+        return float("nan"), float("nan")
+    return loss_total / count, 100.0 * correct_total / count
+
+
+class _LocalComm:
+    """Collectives of a world of one: the in-process run."""
+
+    rank = 0
+    world = 1
+
+    def sum_all(self, *values: float) -> tuple[float, ...]:
+        """Each value summed over the ranks."""
+        return values
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        pass
+
+
+class _TorchDistComm(_LocalComm):
+    """Collectives over the ``torch.distributed`` group Ray Train set up (gloo on CPU, nccl on GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self.rank = torch.distributed.get_rank()
+        self.world = torch.distributed.get_world_size()
+
+    def sum_all(self, *values: float) -> tuple[float, ...]:
+        summed = torch.tensor(values, dtype=torch.float64, device=self._device)
+        torch.distributed.all_reduce(summed)  # sum; counts stay exact in float64
+        return tuple(summed.tolist())
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray Train (data-parallel) training
+# --------------------------------------------------------------------------------------------------
+
+
+def fit_candidate_distributed(
+    arch: GlobalArch,
+    data_spec: dict[str, Any],
+    settings: TrainSettings,
+    *,
+    storage_path: str,
+    name: str,
+    on_epoch: OnEpoch | None = None,
+) -> dict[str, Any]:
+    """Train ``arch`` data-parallel over ``settings.num_workers`` Ray Train workers (DDP).
+
+    Each worker loads the data itself (``load_dataset(**data_spec)``: no arrays travel), trains on its
+    shard of every epoch's permutation with ``batch_size // num_workers`` samples a step, and every
+    epoch all workers report the same metrics (train loss, val loss and accuracy are all-reduced);
+    rank 0 attaches a checkpoint holding ``state.pt`` with the layout :func:`fit_candidate` gives
+    ``on_epoch``. The run lives in ``storage_path/name``: calling again with the same name (a retried
+    Tune trial) resumes from its latest checkpoint, and ``FailureConfig(max_failures=2)`` restarts
+    failed workers from it. Called inside a Tune trial, every epoch's metrics are also reported to the
+    trial (``TuneReportCallback``). Launching the workers costs seconds: for one CPU worker prefer
+    :func:`fit_candidate` in the trial itself.
+
+    Args:
+        arch: the candidate.
+        data_spec: keyword arguments of :func:`trainables.datasets.load_dataset`, e.g.
+            ``{"name": "digits", "split_seed": 0}``.
+        settings: the training protocol, including ``num_workers``, ``use_gpu``, ``cpus_per_worker``.
+        storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
+        name: the run's name, stable across retries of one trial so that it resumes.
+        on_epoch: ``on_epoch(metrics, state)``, called on the rank-0 worker after every epoch (it is
+            pickled to the worker, so its side effects happen there, e.g. through an actor handle).
+
+    Returns:
+        The final epoch's metrics, as :func:`fit_candidate` returns them.
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+        ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "arch": arch,
+            "data_spec": dict(data_spec),
+            "settings": settings,
+            "on_epoch": on_epoch,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.num_workers,
+            use_gpu=settings.use_gpu,
+            resources_per_worker={"CPU": settings.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            callbacks=_tune_callbacks(),
+        ),
+    )
+    metrics = dict(trainer.fit().metrics or {})  # rank 0's report of the latest checkpoint
+    if not metrics:
+        raise RuntimeError(f"Ray Train run {name!r} in {storage_path} ended without reporting an epoch")
+    if "diverged" in metrics:
+        raise FloatingPointError(metrics["diverged"])
+    return {key: metrics[key] for key in _METRIC_KEYS if key in metrics}
+
+
+_METRIC_KEYS = ("epoch", "epochs", "train_loss", "val_loss", "val_acc", "params", "test_acc")
+
+
+def _tune_callbacks() -> list[Any]:
+    """Forward the workers' reports to the Tune trial we run in, if any."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _ForwardToTune(TuneReportCallback):
+        """TuneReportCallback that keeps a diverged epoch (which has no val metrics) from the trial."""
+
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics and "diverged" not in metrics[0]:
+                super().after_report(run_context, metrics, checkpoint)
+
+    try:
+        return [_ForwardToTune()]
+    except RuntimeError as err:
+        if "Tune session" not in str(err):
+            raise
+        return []  # called from a plain driver, not a Tune trial
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: load the data, resume from the run's checkpoint, train, report per epoch."""
+    import ray.train
+    import ray.train.torch
+
+    from trainables.datasets import load_dataset
+
+    settings: TrainSettings = config["settings"]
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            if os.path.exists(os.path.join(folder, _DIVERGED_FILE)):
+                return  # terminal: the driver reads the divergence from the checkpoint's metrics
+            state_file = os.path.join(folder, _STATE_FILE)
+            resume_state = torch.load(state_file, map_location="cpu", weights_only=True)
+
+    device = ray.train.torch.get_device()
+    data = load_dataset(**config["data_spec"])
+    comm = _TorchDistComm(device) if torch.distributed.is_initialized() else _LocalComm()
+
+    def publish(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        diverged = "diverged" in metrics
+        if comm.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            if diverged:  # a terminal checkpoint: a resumed run stops at once instead of diverging again
+                with open(os.path.join(folder, _DIVERGED_FILE), "w") as handle:
+                    handle.write(metrics["diverged"])
+            else:
+                torch.save(state, os.path.join(folder, _STATE_FILE))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    with _deterministic(settings.threads):
+        try:
+            _fit(
+                config["arch"],
+                data,
+                settings,
+                comm=comm,
+                device=device,
+                resume_state=resume_state,
+                wrap=ray.train.torch.prepare_model,
+                on_epoch=config["on_epoch"],
+                publish=publish,
+            )
+        except FloatingPointError:
+            return  # reported as a terminal checkpoint; raising would make Ray Train retry in vain

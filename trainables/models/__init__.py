@@ -1,0 +1,7 @@
+"""PyTorch models built from search-space encodings (one module per model family)."""
+
+from __future__ import annotations
+
+from trainables.models.global_cnn import GlobalCNN, build_global_cnn
+
+__all__ = ["GlobalCNN", "build_global_cnn"]
