@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from orchestrator.evaluate import EvalJob, evaluate_candidate
+from orchestrator.evaluate import evaluate_candidate
 from orchestrator.results import RESULT_COLUMNS, rows_from_result_grid, write_json_atomic, write_parquet_atomic
 from search_algos.base import ArchSearcher
 
@@ -46,15 +46,22 @@ class Stage:
     Attributes:
         name: folder name under RUN_DIR and the ``stage`` column of results.parquet.
         make_searcher: builds a fresh searcher from the outcomes of earlier stages (a resumed stage
-            gets its saved state restored into the same kind of searcher).
-        job: what every trial of the stage shares.
+            gets its saved state restored into the same kind of searcher); ``None`` for a stage of
+            one trial with a fixed config (e.g. training a supernet).
+        job: what every trial of the stage shares (handed to ``trainable`` as ``job=``).
         total: number of evaluations, when known in advance (progress display).
+        trainable: the Tune function ``f(config, job)``; candidate training by default.
+        config: the trial config of a stage without a searcher.
+        resources: overrides of the trial's resources (``{"cpu": ..., "gpu": ...}``).
     """
 
     name: str
-    make_searcher: Callable[[dict[str, StageOutcome]], ArchSearcher]
-    job: EvalJob
+    make_searcher: Callable[[dict[str, StageOutcome]], ArchSearcher] | None
+    job: Any
     total: Callable[[dict[str, StageOutcome]], int | None] = lambda _: None
+    trainable: Callable[..., None] = evaluate_candidate
+    config: Callable[[dict[str, StageOutcome]], dict[str, Any]] | None = None
+    resources: dict[str, float] | None = None
 
 
 class ProgressPrinter(tune.Callback):
@@ -144,19 +151,21 @@ def run_stage(
     started = time.perf_counter()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines only
     trainable = tune.with_resources(
-        tune.with_parameters(evaluate_candidate, job=stage.job), _tune_resources(resources, training)
+        tune.with_parameters(stage.trainable, job=stage.job),
+        stage.resources or _tune_resources(resources, training),
     )
     total = stage.total(earlier)
     if tune.Tuner.can_restore(str(exp_dir)):
         print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
     else:
-        searcher = stage.make_searcher(earlier)
+        searcher = stage.make_searcher(earlier) if stage.make_searcher else None
         tuner = tune.Tuner(
             trainable,
+            param_space=stage.config(earlier) if stage.config else None,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                num_samples=-1,
+                num_samples=-1 if searcher is not None else 1,
                 max_concurrent_trials=resources.get("max_concurrent_trials"),
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
@@ -172,11 +181,13 @@ def run_stage(
     grid = tuner.fit()
     frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
 
-    searcher = stage.make_searcher(earlier)
-    state = _latest_searcher_state(exp_dir)
-    if state is not None:
-        searcher.restore(str(state))
-    summary = searcher.summary()
+    summary: dict[str, Any] = {}
+    if stage.make_searcher is not None:
+        searcher = stage.make_searcher(earlier)
+        state = _latest_searcher_state(exp_dir)
+        if state is not None:
+            searcher.restore(str(state))
+        summary = searcher.summary()
     seconds = time.perf_counter() - started
     write_parquet_atomic(frame, exp_dir / _EVALS)
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)

@@ -37,7 +37,28 @@ RESULT_COLUMNS = (
     "error",
     "test_acc",
     "dataset_id",
+    "metrics",
 )
+
+# Tune's bookkeeping keys: not part of an evaluation's own metrics.
+_TUNE_KEYS = {
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "experiment_tag", "should_checkpoint",
+}  # fmt: skip
+
+
+def _own_metrics(m: dict[str, Any]) -> str:
+    """The evaluation's numeric metrics (and nested dicts of them, e.g. NME by yaw bin) as JSON."""
+    out: dict[str, Any] = {}
+    for key, value in m.items():
+        if key in _TUNE_KEYS or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[key] = float(value) if math.isfinite(float(value)) else None
+        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+            out[key] = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in value.items()}
+    return json.dumps(out, sort_keys=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -78,6 +99,11 @@ def _float(value: Any) -> float:
         return math.nan
 
 
+def _count(value: Any) -> int:
+    number = _float(value)
+    return int(number) if math.isfinite(number) else 0
+
+
 def _trial_order(path: str) -> tuple[int, str]:
     # Trial folders are named trial_<index>_<id> (pipeline.trial_dirname): sort by creation index.
     parts = Path(path).name.split("_")
@@ -113,13 +139,14 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
                 "arch": arch,
                 "metric": metric,
                 "value": _float(m.get(metric)),
-                "params": int(_float(m.get("params", 0)) if math.isfinite(_float(m.get("params", 0))) else 0),
+                "params": _count(m.get("params")),
                 "epochs": int(m.get("epochs") or config.get("epochs") or 0),
                 "cached": bool(m.get("cached", False)),
                 "status": status,
                 "error": str(error),
                 "test_acc": _float(m.get("test_acc")),
                 "dataset_id": m.get("dataset_id") or "",
+                "metrics": _own_metrics(m),
             }
         )
     return [row for _, row in sorted(zip(order, rows), key=lambda pair: pair[0])]
