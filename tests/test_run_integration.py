@@ -131,3 +131,19 @@ def test_resume_after_sigkill_equals_uninterrupted(reference, config_file, tmp_p
     killed_best = json.loads((run_dir / "best.json").read_text())
     reference_best = json.loads((reference / "best.json").read_text())
     assert killed_best == reference_best
+
+
+@pytest.mark.slow
+def test_candidates_train_with_two_ray_train_workers(config_file, tmp_path):
+    """`training.train_workers: 2`: each candidate is a TorchTrainer (DDP, gloo) inside its trial."""
+    proc = _facenas(
+        "run", str(config_file), "--storage", str(tmp_path), "--name", "ddp",
+        "--set", "searcher.num_samples=2", "--set", "searcher.epochs=2",
+        "--set", "training.train_workers=2", "--set", "training.cpus_per_worker=0.5",
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_parquet(tmp_path / "ddp" / "results.parquet")
+    assert len(frame) == 2 and (frame["status"] == "ok").all() and not frame["cached"].any()
+    assert list((tmp_path / "ddp" / "_train").iterdir()), "Ray Train kept its checkpoints under RUN_DIR/_train"
+    assert _evaluations_stored(tmp_path) == frame["arch_key"].nunique()
