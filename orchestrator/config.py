@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import UserError
 from search_algos.spaces import GlobalSpace
@@ -74,6 +83,38 @@ class DataConfig(_Section):
         return kwargs
 
 
+ALIGNMENT_DATASETS = ("faces3d", "aflw2000")
+
+
+class AlignmentDataConfig(_Section):
+    """A 3D face-alignment set (MONAS): generated ``faces3d``, or ``aflw2000`` files for the test split."""
+
+    dataset: Literal["faces3d", "aflw2000"] = "faces3d"
+    path: str | None = None
+    image_size: int = Field(32, ge=16, le=256)
+    n_train: int = Field(600, ge=8)
+    n_val: int = Field(150, ge=4)
+    n_test: int = Field(300, ge=4)
+    seed: int = Field(0, ge=0)
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``trainables.faces3d.load_alignment_dataset``."""
+        kwargs = self.model_dump()
+        kwargs["name"] = kwargs.pop("dataset")
+        return kwargs
+
+
+def _data_kind(value: Any) -> str:
+    dataset = value.get("dataset") if isinstance(value, dict) else getattr(value, "dataset", None)
+    return "alignment" if dataset in ALIGNMENT_DATASETS else "classification"
+
+
+DataSection = Annotated[
+    Union[Annotated[DataConfig, Tag("classification")], Annotated[AlignmentDataConfig, Tag("alignment")]],
+    Discriminator(_data_kind),
+]
+
+
 class GlobalSpaceConfig(_Section):
     """Bounds of the ``global`` space (Efficient Global NAS §3.1)."""
 
@@ -93,6 +134,30 @@ class GlobalSpaceConfig(_Section):
 
     def build(self) -> GlobalSpace:
         return GlobalSpace(**self.model_dump(exclude={"name"}))
+
+
+class MultipathSpaceConfig(_Section):
+    """The MONAS multi-path space: ``layers`` node columns x ``scales`` resolutions (paper: 10 x 4)."""
+
+    name: Literal["multipath"] = "multipath"
+    layers: int = Field(4, ge=2, le=32)
+    scales: int = Field(3, ge=1, le=6)
+
+    def build(self):
+        from search_algos.spaces.multipath import MultipathSpace
+
+        return MultipathSpace(layers=self.layers, scales=self.scales)
+
+
+def _space_kind(value: Any) -> str:
+    name = value.get("name", "global") if isinstance(value, dict) else getattr(value, "name", "global")
+    return name if name in ("global", "multipath") else str(name)
+
+
+SpaceSection = Annotated[
+    Union[Annotated[GlobalSpaceConfig, Tag("global")], Annotated[MultipathSpaceConfig, Tag("multipath")]],
+    Discriminator(_space_kind),
+]
 
 
 class RandomSearcherConfig(_Section):
@@ -146,7 +211,34 @@ class MacroMicroSearcherConfig(_Section):
             raise ValueError(str(exc).removeprefix("invalid MacroMicroSettings: ")) from None
 
 
-SearcherConfig = Annotated[Union[RandomSearcherConfig, MacroMicroSearcherConfig], Field(discriminator="name")]
+class SamosSearcherConfig(_Section):
+    """MONAS: MNUS supernet training, SAMOS search (Algorithm 2), random baseline, stand-alone retraining."""
+
+    name: Literal["samos"] = "samos"
+    # supernet (Algorithm 1)
+    supernet_epochs: int = Field(6, ge=1)
+    k_children: int = Field(4, ge=1)
+    sampling: Literal["mnus", "uniform"] = "mnus"
+    channels: int = Field(8, ge=2)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    bn_recalibration_batches: int = Field(4, ge=0)
+    # SAMOS (Algorithm 2)
+    iterations: int = Field(200, ge=1)
+    cooling: float = Field(0.85, gt=0, lt=1)
+    t0: float | None = Field(None, gt=0)
+    calibration: int = Field(8, ge=1)
+    chains: int = Field(1, ge=1)
+    # baseline, retraining, ablation (Table IV)
+    random_samples: int | None = Field(None, ge=1)
+    retrain_epochs: int = Field(10, ge=1)
+    ablation: bool = False
+    ablation_children: int = Field(12, ge=3)
+
+
+SearcherConfig = Annotated[
+    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig], Field(discriminator="name")
+]
 
 
 class TrainingConfig(_Section):
@@ -178,19 +270,39 @@ class ExperimentConfig(_Section):
     name: str = Field("experiment", pattern=_NAME_RE)
     seed: int = Field(0, ge=0)
     storage: str = "runs"
-    data: DataConfig = DataConfig()
-    space: GlobalSpaceConfig = GlobalSpaceConfig()
+    data: DataSection = DataConfig()
+    space: SpaceSection = GlobalSpaceConfig()
     searcher: SearcherConfig = RandomSearcherConfig()
     training: TrainingConfig = TrainingConfig()
     resources: ResourcesConfig = ResourcesConfig()
 
+    @model_validator(mode="after")
+    def _compatible(self) -> ExperimentConfig:
+        alignment = isinstance(self.data, AlignmentDataConfig)
+        if isinstance(self.searcher, SamosSearcherConfig):
+            if self.space.name != "multipath" or not alignment:
+                raise ValueError(
+                    "searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
+                    f"({', '.join(ALIGNMENT_DATASETS)}), got space {self.space.name!r}, dataset {self.data.dataset!r}"
+                )
+        elif self.space.name != "global" or alignment:
+            raise ValueError(
+                f"searcher {self.searcher.name!r} needs space.name: global and a classification dataset, "
+                f"got space {self.space.name!r}, dataset {self.data.dataset!r}"
+            )
+        return self
+
+    @property
+    def is_alignment(self) -> bool:
+        return isinstance(self.data, AlignmentDataConfig)
+
     @property
     def metric(self) -> str:
-        return "val_acc"
+        return "val_nme" if self.is_alignment else "val_acc"
 
     @property
     def mode(self) -> str:
-        return "max"
+        return "min" if self.is_alignment else "max"
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -238,9 +350,13 @@ def _section_model(loc: list[str]) -> type[BaseModel] | None:
 
 def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
     model = _section_model(loc)
-    if model is None and loc[0] == "searcher":
-        tag = (raw.get("searcher") or {}).get("name", "random")
-        model = _SEARCHER_MODELS.get(tag)
+    section = raw.get(loc[0]) if isinstance(raw.get(loc[0]), dict) else {}
+    if loc[0] == "searcher":
+        model = _SEARCHER_MODELS.get(section.get("name", "random"))
+    elif loc[0] == "data":
+        model = AlignmentDataConfig if _data_kind(section) == "alignment" else DataConfig
+    elif loc[0] == "space":
+        model = MultipathSpaceConfig if _space_kind(section) == "multipath" else GlobalSpaceConfig
     if model is None:
         return ""
     return "; valid keys: " + ", ".join(model.model_fields)
@@ -249,15 +365,16 @@ def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
 def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     # Discriminated unions put the tag into the path (searcher.random.epochs): drop it.
-    if len(loc) > 1 and loc[0] == "searcher" and err.get("type") != "union_tag_invalid":
-        if loc[1] in _SEARCHER_TAGS:
-            loc.pop(1)
-    path = ".".join(loc) or "config"
+    if len(loc) > 1 and err.get("type") != "union_tag_invalid" and loc[1] in _UNION_TAGS.get(loc[0], ()):
+        loc.pop(1)
+    path = ".".join(loc) or "searcher"  # the only whole-config rule: searcher/space/data compatibility
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
         return f"{path}: unknown key{_valid_keys(loc, raw)}"
     if kind == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag", value)
+        if loc and loc[0] == "space":
+            return f"{path}.name: unknown space {tag!r}; valid spaces: global, multipath"
         return f"{path}.name: unknown searcher {tag!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
     if kind == "union_tag_not_found":
         return f"{path}.name: required; valid searchers: {', '.join(_SEARCHER_TAGS)}"
@@ -272,8 +389,14 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
 _SEARCHER_MODELS: dict[str, type[BaseModel]] = {
     "random": RandomSearcherConfig,
     "macro_micro": MacroMicroSearcherConfig,
+    "samos": SamosSearcherConfig,
 }
 _SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
+_UNION_TAGS = {
+    "searcher": _SEARCHER_TAGS,
+    "data": ("classification", "alignment"),
+    "space": ("global", "multipath"),
+}
 
 
 def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:

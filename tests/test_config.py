@@ -78,3 +78,24 @@ def test_load_config_file_errors(tmp_path):
     ok.write_text(yaml.safe_dump({"searcher": {"name": "random", "num_samples": 2}}))
     config, _ = load_config(ok, ["searcher.epochs=1"])
     assert config.searcher.num_samples == 2 and config.searcher.epochs == 1
+
+
+def test_searcher_space_and_data_must_fit_together():
+    with pytest.raises(UserError) as info:
+        parse_config({"searcher": {"name": "samos"}})
+    assert info.value.problems == (
+        "config: searcher: searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
+        "(faces3d, aflw2000), got space 'global', dataset 'digits'",
+    )
+    with pytest.raises(UserError, match="searcher 'macro_micro' needs space.name: global"):
+        parse_config({"searcher": {"name": "macro_micro"}, "space": {"name": "multipath"}, "data": {"dataset": "faces3d"}})
+
+
+def test_alignment_sections_are_validated_with_their_own_keys():
+    raw = {"searcher": {"name": "samos"}, "space": {"name": "multipath", "layers": 1}, "data": {"dataset": "faces3d", "imge_size": 3}}
+    with pytest.raises(UserError) as info:
+        parse_config(raw)
+    assert any("data.imge_size: unknown key; valid keys: dataset, path, image_size" in p for p in info.value.problems)
+    assert any(p.startswith("config: space.layers: input should be greater than or equal to 2") for p in info.value.problems)
+    config = parse_config({"searcher": {"name": "samos"}, "space": {"name": "multipath"}, "data": {"dataset": "faces3d"}})
+    assert (config.metric, config.mode) == ("val_nme", "min")
