@@ -7,6 +7,7 @@ from typing import Any
 
 from search_algos.spaces.base import Architecture, InvalidArchitecture, SearchSpace
 from search_algos.spaces.global_space import GlobalArch, GlobalSpace, count_params, layer_plan
+from search_algos.spaces.multipath import MultipathArch, MultipathSpace
 from search_algos.spaces.registry import Registry, UnknownNameError
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "GlobalArch",
     "GlobalSpace",
     "InvalidArchitecture",
+    "MultipathArch",
+    "MultipathSpace",
     "Registry",
     "SearchSpace",
     "UnknownNameError",
@@ -27,9 +30,11 @@ __all__ = [
 
 SPACES: Registry[type[SearchSpace]] = Registry("space")
 SPACES.register("global", GlobalSpace)
+SPACES.register("multipath", MultipathSpace)
 # Encodings by space name: decoding needs no bounds (a stored arch stays readable when bounds change).
 ARCHS: Registry[type] = Registry("architecture encoding")
 ARCHS.register("global", GlobalArch)
+ARCHS.register("multipath", MultipathArch)
 
 
 def decode_arch(space: str, text: str | dict[str, Any]) -> Architecture:
