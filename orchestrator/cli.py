@@ -46,9 +46,13 @@ def _finish(paths, best: dict) -> None:
     from search_algos.spaces import decode_arch
 
     arch = decode_arch(best["space"], best["arch"])
-    test = ", ".join(f"{k}={v:.2f}" for k, v in best.get("test", {}).items() if v == v)
+    test = ", ".join(f"{k}={v:.2f}" for k, v in best.get("test", {}).items() if isinstance(v, float) and v == v)
     print(f"best architecture: {arch.summary()}")
     print(f"  {best['metric']}={best['value']:.2f}  params={best['params']:,}  {test}")
+    by_yaw = best.get("nme_by_yaw")
+    if by_yaw:
+        bins = "  ".join(f"{k}: {v:.2f}" for k, v in by_yaw.items() if isinstance(v, float))
+        print(f"  test NME (%) by yaw bin: {bins}")
     print(f"results: {paths.results}")
     print(f"best:    {paths.best}")
 

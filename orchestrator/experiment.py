@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from orchestrator.config import ExperimentConfig, MacroMicroSearcherConfig, RandomSearcherConfig
+from orchestrator.config import ExperimentConfig, MacroMicroSearcherConfig, RandomSearcherConfig, SamosSearcherConfig
 from orchestrator.errors import UserError
 from orchestrator.evaluate import EvalJob
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
@@ -82,11 +82,24 @@ def open_run(run_dir: str | Path) -> tuple[RunPaths, ExperimentConfig, dict[str,
     return paths, parse_config(raw, source=str(paths.config)), raw
 
 
-def load_data(config: ExperimentConfig) -> ImageDataset:
+def load_data(config: ExperimentConfig) -> Any:
+    """The configured dataset (classification or alignment); bad files -> :class:`UserError`."""
     try:
+        if config.is_alignment:
+            from trainables.faces3d import load_alignment_dataset
+
+            return load_alignment_dataset(**config.data.loader_kwargs())
         return load_dataset(**config.data.loader_kwargs())
     except DatasetError as exc:
         raise UserError(f"data: {exc}") from None
+
+
+def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
+    if config.is_alignment:
+        from trainables.faces3d import alignment_meta_features
+
+        return alignment_meta_features(data)
+    return meta_features(data)
 
 
 def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | None, name: str | None) -> RunPaths:
@@ -128,6 +141,7 @@ class _Pipeline:
     stages: list[Stage]
     deciding: str
     extras: Any = None  # Callable[[dict[str, StageOutcome]], dict] | None
+    select: Any = None  # Callable[[dict[str, StageOutcome]], row | None]; default: best of `deciding`
 
 
 def _random_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any) -> _Pipeline:
@@ -211,7 +225,19 @@ def relative_improvement(searched: pd.DataFrame, random: pd.DataFrame) -> dict[s
     }
 
 
-_PIPELINES = {RandomSearcherConfig: _random_pipeline, MacroMicroSearcherConfig: _macro_micro_pipeline}
+def _monas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
+    from orchestrator.monas import monas_stages
+
+    store = job_for("search").store
+    stages, select, extras = monas_stages(config, data, store, job_for("search").storage_path)
+    return _Pipeline(stages, "retrain", extras, select)
+
+
+_PIPELINES = {
+    RandomSearcherConfig: _random_pipeline,
+    MacroMicroSearcherConfig: _macro_micro_pipeline,
+    SamosSearcherConfig: _monas_pipeline,
+}
 
 
 def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
@@ -220,7 +246,7 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
 
     data = load_data(config)
     store = StoreClient.start(str(paths.store))
-    store.put_dataset(data.dataset_id, data.name, meta_features(data))
+    store.put_dataset(data.dataset_id, data.name, _meta_features(config, data))
 
     def job_for(stage: str) -> EvalJob:
         return EvalJob(
@@ -249,18 +275,24 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
         )
     frame = pd.concat([o.frame for o in outcomes.values()], ignore_index=True)[list(RESULT_COLUMNS)]
     write_parquet_atomic(frame, paths.results)
-    best = _best_payload(config, data, outcomes, pipeline.deciding)
+    best = _best_payload(config, data, outcomes, pipeline)
     if pipeline.extras is not None:
         best.update(pipeline.extras(outcomes))
     write_json_atomic(best, paths.best)
     return best
 
 
-def _best_payload(
-    config: ExperimentConfig, data: ImageDataset, outcomes: dict[str, StageOutcome], deciding: str
-) -> dict[str, Any]:
+def _test_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The test figures of an evaluation (``test_*`` and, for alignment, NME by yaw bin)."""
+    metrics = json.loads(row["metrics"]) if isinstance(row.get("metrics"), str) and row["metrics"] else {}
+    keep = ("nme_by_yaw", "nme_mean", "dense_nme")
+    return {k: v for k, v in sorted(metrics.items()) if k.startswith("test_") or k in keep}
+
+
+def _best_payload(config: ExperimentConfig, data: Any, outcomes: dict[str, StageOutcome], pipeline: _Pipeline) -> dict[str, Any]:
+    deciding = pipeline.deciding
     outcome = outcomes[deciding]
-    best = pick_best(outcome.frame, mode=config.mode)
+    best = pipeline.select(outcomes) if pipeline.select else pick_best(outcome.frame, mode=config.mode)
     if best is None:
         raise UserError(
             f"every evaluation of stage {deciding!r} failed; see {deciding}/ for the errors, "
@@ -268,7 +300,10 @@ def _best_payload(
         )
     search = outcomes.get("search", outcome)
     ok = search.frame[search.frame["status"] == "ok"]
+    test = _test_metrics(best)
+    figures = {k: test[k] for k in ("nme_by_yaw", "nme_mean") if k in test}  # DESIGN.md: MONAS's own figures
     return {
+        **figures,
         "stage": deciding,
         "arch": json.loads(best["arch"]),
         "arch_key": best["arch_key"],
@@ -276,7 +311,7 @@ def _best_payload(
         "value": best["value"],
         "params": int(best["params"]),
         "epochs": int(best["epochs"]),
-        "test": {"test_acc": best["test_acc"]},
+        "test": _test_metrics(best),
         "space": config.space.name,
         "searcher": config.searcher.name,
         "dataset": data.name,

@@ -53,6 +53,7 @@ class Stage:
         trainable: the Tune function ``f(config, job)``; candidate training by default.
         config: the trial config of a stage without a searcher.
         resources: overrides of the trial's resources (``{"cpu": ..., "gpu": ...}``).
+        metric, mode: the stage's own reported value, when not the experiment's (a supernet's loss).
     """
 
     name: str
@@ -62,6 +63,8 @@ class Stage:
     trainable: Callable[..., None] = evaluate_candidate
     config: Callable[[dict[str, StageOutcome]], dict[str, Any]] | None = None
     resources: dict[str, float] | None = None
+    metric: str | None = None
+    mode: str | None = None
 
 
 class ProgressPrinter(tune.Callback):
@@ -80,7 +83,7 @@ class ProgressPrinter(tune.Callback):
         r = trial.last_result or {}
         value = r.get(self.metric)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-        arch = _summary_of(r.get("arch") or trial.config.get("arch"))
+        arch = _summary_of(r.get("arch") or trial.config.get("arch")) if (r.get("arch") or trial.config.get("arch")) else str(r.get("arch_key", ""))
         if r.get("status") == "failed" or value is None or value != value:
             self._line(f"trial {count} {arch}  FAILED: {r.get('error', 'no result')}")
             return
@@ -140,6 +143,7 @@ def run_stage(
     training: dict[str, Any],
 ) -> StageOutcome:
     """Run, continue or skip ``stage``; returns its outcome (evaluations and searcher summary)."""
+    metric, mode = stage.metric or metric, stage.mode or mode
     exp_dir = run_dir / stage.name
     marker = exp_dir / _MARKER
     if marker.is_file():

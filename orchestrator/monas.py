@@ -1,0 +1,418 @@
+"""MONAS as a pipeline of Tune stages: supernet (MNUS) -> search (SAMOS) -> random -> retrain.
+
+Paper: ``monas-multipath-oneshot-nas-3d-face-alignment.txt``. The trainables know nothing of Tune's
+bookkeeping or of the benchmark store; the three Tune functions here connect them:
+
+- :func:`supernet_trial` trains the multi-path supernet with MNUS (Algorithm 1), in process or as a
+  Ray Train ``TorchTrainer`` when ``training.train_workers > 1``, checkpointing every epoch; its final
+  weights are written to ``RUN_DIR/<stage>/supernet.pt``.
+- :func:`oneshot_trial` scores a child with the trained supernet's weights (what SAMOS and the random
+  baseline evaluate); each Tune actor loads the weights once and keeps them (``reuse_actors``).
+- :func:`standalone_trial` trains a child from scratch and tests it (NME by yaw bin).
+
+Stages: ``supernet`` -> ``search`` (SAMOS, Algorithm 2) -> ``random`` (random search at equal
+evaluations on the same supernet) -> ``retrain`` (both winners from scratch). With ``ablation: true``
+also the paper's Table IV at small scale: a ``uniform``-sampled supernet with its own SAMOS and random
+searches, and Kendall's tau between one-shot and stand-alone NME of ``ablation_children`` children.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from ray import tune
+
+__all__ = ["AlignmentJob", "monas_stages", "oneshot_trial", "standalone_trial", "supernet_trial"]
+
+
+@dataclass(frozen=True)
+class AlignmentJob:
+    """What the trials of one MONAS stage share (narrow: no whole config object)."""
+
+    space: dict[str, int]  # layers, scales
+    data: dict[str, Any]  # kwargs of load_alignment_dataset
+    settings: dict[str, Any]  # kwargs of SupernetSettings (epochs set per trial)
+    seed: int
+    store: Any
+    run: str
+    stage: str
+    storage_path: str  # RUN_DIR
+    supernet: str = ""  # path of the trained supernet weights (one-shot stages)
+    supernet_id: str = ""  # identity of those weights in the benchmark store
+
+
+_DATA: dict[str, Any] = {}
+_SUPERNETS: dict[str, Any] = {}
+
+
+def _dataset(kwargs: dict[str, Any]):
+    from trainables.faces3d import load_alignment_dataset
+
+    key = json.dumps(kwargs, sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = load_alignment_dataset(**kwargs)
+    return _DATA[key]
+
+
+def _space(job: AlignmentJob):
+    from search_algos.spaces.multipath import MultipathSpace
+
+    return MultipathSpace(layers=job.space["layers"], scales=job.space["scales"])
+
+
+def _settings(job: AlignmentJob, **changes: Any):
+    from trainables.supernet import SupernetSettings
+
+    return SupernetSettings(**{**job.settings, "seed": job.seed, **changes})
+
+
+def _atomic_save(state: dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # a torn or foreign file: start again rather than fail
+        return None
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Numbers and dicts of numbers only (what Tune and the store keep)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+            out[key] = {k: float(v) for k, v in value.items()}
+    return out
+
+
+# -- Tune functions ---------------------------------------------------------------------------------
+
+
+def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
+    """Train the supernet (``config["sampling"]``: ``mnus`` or ``uniform``) and save its weights."""
+    from trainables.supernet import train_supernet, train_supernet_distributed
+
+    settings = _settings(job, sampling=config["sampling"])
+    stage_dir = os.path.join(job.storage_path, job.stage)
+    weights_path = os.path.join(stage_dir, "supernet.pt")
+    base = {"arch": "", "arch_key": f"supernet-{config['sampling']}", "epochs": settings.epochs, "status": "ok",
+            "error": "", "cached": False, "checkpoint_path": weights_path}
+    tensorboard = os.path.join(stage_dir, "tensorboard")
+    try:
+        if settings.num_workers > 1:
+            final = train_supernet_distributed(
+                _space(job), job.data, settings,
+                storage_path=os.path.join(job.storage_path, "_train"), name=job.stage,
+                tensorboard_dir=tensorboard,
+            )
+            state_path = final.get("checkpoint_state")
+            if state_path:
+                state = torch.load(state_path, weights_only=True)
+                _atomic_save(state["model"], weights_path)
+        else:
+            checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
+
+            def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+                _atomic_save(state, checkpoint)
+                if state["epoch"] == settings.epochs:
+                    _atomic_save(state["model"], weights_path)
+                tune.report({**_plain(metrics), **base})
+
+            final = train_supernet(
+                _space(job), _dataset(job.data), settings, on_epoch=on_epoch,
+                resume_state=_load_state(checkpoint), tensorboard_dir=tensorboard,
+            )
+            if not os.path.isfile(weights_path):  # resumed after the last epoch was checkpointed
+                state = _load_state(checkpoint)
+                _atomic_save(state["model"], weights_path)
+    except FloatingPointError as exc:
+        tune.report({"val_loss": math.nan, **base, "status": "failed", "error": str(exc)})
+        return
+    if settings.num_workers > 1:
+        tune.report({**_plain(final), **base})
+
+
+def _supernet_model(job: AlignmentJob):
+    """The trained supernet, loaded once per process (Tune reuses the actor across trials)."""
+    from trainables.supernet import load_supernet
+
+    key = f"{job.supernet}:{os.path.getmtime(job.supernet)}"
+    if key not in _SUPERNETS:
+        _SUPERNETS.clear()
+        _SUPERNETS[key] = load_supernet(job.supernet, _space(job), _settings(job, epochs=1))
+    return _SUPERNETS[key]
+
+
+def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
+    """Score a child with the supernet's weights (BN recalibrated): ``val_nme`` (%)."""
+    from search_algos.spaces import decode_arch
+    from trainables.supernet import evaluate_child
+
+    arch = decode_arch("multipath", config["arch"])
+    data = _dataset(job.data)
+    space_key = f"multipath/oneshot-{job.supernet_id}"
+    base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": 0, "dataset_id": data.dataset_id,
+            "stage": job.stage, "status": "ok", "error": ""}
+    hit = job.store.lookup(space_key, arch.key(), data.dataset_id, 0, job.seed)
+    if hit is not None:
+        tune.report({**hit["metrics"], **base, "cached": True})
+        return
+    started = time.perf_counter()
+    model = _supernet_model(job)
+    torch.set_num_threads(1)
+    metrics = _plain(evaluate_child(
+        model, arch, data, "val",
+        recalibration_batches=job.settings.get("bn_recalibration_batches", 4), seed=job.seed,
+    ))
+    metrics["params"] = float(sum(p.numel() for p in model.child_model(arch).parameters()))
+    if math.isfinite(metrics.get("val_nme", math.nan)):
+        job.store.put({
+            "space": space_key, "arch_key": arch.key(), "config": json.dumps({"arch": arch.to_dict()}),
+            "dataset_id": data.dataset_id, "fidelity": 0, "seed": job.seed, "metrics": json.dumps(metrics),
+            "cost_s": time.perf_counter() - started, "run": job.run, "created_at": time.time(),
+        })
+        tune.report({**metrics, **base, "cached": False})
+    else:
+        tune.report({**metrics, **base, "cached": False, "status": "failed", "error": "val_nme is not finite"})
+
+
+def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
+    """Train a child from scratch for ``config["epochs"]`` epochs; test NME by yaw bin at the end."""
+    from search_algos.spaces import decode_arch
+    from trainables.supernet import train_standalone
+
+    arch = decode_arch("multipath", config["arch"])
+    epochs = int(config["epochs"])
+    data = _dataset(job.data)
+    base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": data.dataset_id,
+            "stage": job.stage, "status": "ok", "error": ""}
+    key = ("multipath", arch.key(), data.dataset_id, epochs, job.seed)
+    hit = job.store.lookup(*key)
+    if hit is not None:
+        tune.report({**hit["metrics"], **base, "cached": True})
+        return
+    checkpoint = os.path.join(
+        job.storage_path, job.stage, "_checkpoints", f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
+    )
+
+    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        _atomic_save(state, checkpoint)
+        tune.report({**_plain(metrics), **base, "cached": False})
+
+    started = time.perf_counter()
+    try:
+        final = train_standalone(arch, data, _settings(job, epochs=epochs), on_epoch=on_epoch,
+                                 resume_state=_load_state(checkpoint))
+    except FloatingPointError as exc:
+        tune.report({"val_nme": math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
+        return
+    job.store.put({
+        "space": "multipath", "arch_key": arch.key(),
+        "config": json.dumps({"arch": arch.to_dict(), "epochs": epochs, "training": job.settings}, sort_keys=True),
+        "dataset_id": data.dataset_id, "fidelity": epochs, "seed": job.seed, "metrics": json.dumps(_plain(final)),
+        "cost_s": time.perf_counter() - started, "run": job.run, "created_at": time.time(),
+    })
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+
+
+# -- the pipeline --------------------------------------------------------------------------------------
+
+
+def supernet_identity(data_id: str, settings: dict[str, Any], space: dict[str, int], seed: int, sampling: str) -> str:
+    """A key of the trained weights: one-shot scores are only comparable on the same supernet."""
+    payload = json.dumps({"data": data_id, "settings": settings, "space": space, "seed": seed,
+                          "sampling": sampling}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+    """The MONAS stages, a selector of the final row, and the extra figures for ``best.json``.
+
+    Returns ``(stages, select, extras)``: ``select(outcomes)`` gives the row of the SAMOS child's
+    stand-alone retraining; ``extras(outcomes)`` the random-search comparison and the ablation table.
+    """
+    from orchestrator.pipeline import Stage
+    from search_algos.fixed import FixedArchSearcher
+    from search_algos.random_search import RandomArchSearcher
+    from search_algos.samos import SAMOSSearcher
+
+    s = config.searcher
+    space = config.space.build()
+    space_spec = {"layers": config.space.layers, "scales": config.space.scales}
+    settings = {
+        "epochs": s.supernet_epochs, "batch_size": s.batch_size, "lr": s.lr, "k_children": s.k_children,
+        "channels": s.channels, "num_workers": config.training.train_workers, "use_gpu": config.training.use_gpu,
+        "cpus_per_worker": config.training.cpus_per_worker, "bn_recalibration_batches": s.bn_recalibration_batches,
+    }
+    main, other = s.sampling, ("uniform" if s.sampling == "mnus" else "mnus")
+    samplings = [main] + ([other] if s.ablation else [])
+    trainer_resources = {"cpu": 0.25, "gpu": 0} if config.training.train_workers > 1 else None
+
+    def job(stage: str, supernet_stage: str | None = None, sampling: str | None = None) -> AlignmentJob:
+        supernet = os.path.join(run_dir, supernet_stage, "supernet.pt") if supernet_stage else ""
+        identity = supernet_identity(data.dataset_id, settings, space_spec, config.seed, sampling) if sampling else ""
+        return AlignmentJob(space=space_spec, data=config.data.loader_kwargs(), settings=settings, seed=config.seed,
+                            store=store, run=os.path.basename(run_dir), stage=stage, storage_path=run_dir,
+                            supernet=supernet, supernet_id=identity)
+
+    def suffix(sampling: str) -> str:
+        return "" if sampling == main else f"_{sampling}"
+
+    def evaluations(name: str):
+        return lambda earlier: s.random_samples or int(len(earlier[name].frame))
+
+    stages: list[Any] = []
+    for sampling in samplings:
+        sup, search, rand = f"supernet{suffix(sampling)}", f"search{suffix(sampling)}", f"random{suffix(sampling)}"
+        stages.append(Stage(
+            name=sup, make_searcher=None, job=job(sup), trainable=supernet_trial,
+            config=lambda _e, sampling=sampling: {"sampling": sampling},
+            metric="val_loss", mode="min", resources=trainer_resources,
+        ))
+        stages.append(Stage(
+            name=search,
+            make_searcher=lambda _e: SAMOSSearcher(
+                space=space, metric="val_nme", mode="min", seed=config.seed, iterations=s.iterations,
+                cooling=s.cooling, t0=s.t0, calibration=s.calibration, chains=s.chains,
+            ),
+            job=job(search, sup, sampling), trainable=oneshot_trial,
+            total=lambda _e: s.iterations * s.chains, resources={"cpu": 1, "gpu": 0},
+        ))
+        stages.append(Stage(
+            name=rand,
+            make_searcher=lambda earlier, search=search: RandomArchSearcher(
+                space, num_samples=evaluations(search)(earlier), epochs=1,
+                metric="val_nme", mode="min", seed=config.seed,
+            ),
+            job=job(rand, sup, sampling), trainable=oneshot_trial,
+            total=evaluations(search), resources={"cpu": 1, "gpu": 0},
+        ))
+
+    def winners(earlier: dict[str, Any]) -> list[str]:
+        archs = []
+        for sampling in samplings:
+            for name in (f"search{suffix(sampling)}", f"random{suffix(sampling)}"):
+                best = _best_of(earlier[name].frame)
+                if best is not None and best["arch"] not in archs:
+                    archs.append(best["arch"])
+        return archs
+
+    stages.append(Stage(
+        name="retrain",
+        make_searcher=lambda earlier: FixedArchSearcher(
+            winners(earlier), epochs=s.retrain_epochs, metric="val_nme", mode="min", seed=config.seed,
+        ),
+        job=job("retrain"), trainable=standalone_trial, total=lambda e: len(winners(e)),
+    ))
+    if s.ablation:
+        children = _ablation_children(space, s.ablation_children, config.seed)
+        for sampling in samplings:
+            name = f"tau_oneshot_{sampling}"
+            stages.append(Stage(
+                name=name,
+                make_searcher=lambda _e: FixedArchSearcher(children, epochs=1, metric="val_nme", mode="min"),
+                job=job(name, f"supernet{suffix(sampling)}", sampling), trainable=oneshot_trial,
+                total=lambda _e: len(children), resources={"cpu": 1, "gpu": 0},
+            ))
+        stages.append(Stage(
+            name="tau_standalone",
+            make_searcher=lambda _e: FixedArchSearcher(children, epochs=s.retrain_epochs, metric="val_nme", mode="min"),
+            job=job("tau_standalone"), trainable=standalone_trial, total=lambda _e: len(children),
+        ))
+
+    def select(outcomes: dict[str, Any]) -> dict[str, Any]:
+        best = _best_of(outcomes["search"].frame)
+        retrain = outcomes["retrain"].frame
+        rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
+        if rows.empty:
+            return None
+        return rows.iloc[0].to_dict()
+
+    def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
+        return monas_figures(outcomes, samplings=samplings, main=main)
+
+    return stages, select, extras
+
+
+def _best_of(frame: pd.DataFrame) -> dict[str, Any] | None:
+    from orchestrator.results import pick_best
+
+    return pick_best(frame, mode="min")
+
+
+def _ablation_children(space: Any, count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng([seed, 7919])
+    archs: list[str] = []
+    while len(archs) < count:
+        text = space.sample(rng).to_json()
+        if text not in archs:
+            archs.append(text)
+    return archs
+
+
+def _test_figures(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    metrics = json.loads(row["metrics"]) if isinstance(row.get("metrics"), str) else {}
+    return {k: metrics[k] for k in ("test_nme", "nme_by_yaw", "nme_mean", "dense_nme") if k in metrics}
+
+
+def monas_figures(outcomes: dict[str, Any], *, samplings: list[str], main: str) -> dict[str, Any]:
+    """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
+    from scipy.stats import kendalltau
+
+    retrain = outcomes["retrain"].frame
+    table = []
+    for sampling in samplings:
+        suffix = "" if sampling == main else f"_{sampling}"
+        for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
+            best = _best_of(outcomes[stage].frame)
+            row = None
+            if best is not None:
+                rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
+                row = rows.iloc[0].to_dict() if not rows.empty else None
+            figures = _test_figures(row)
+            table.append({
+                "supernet": sampling, "search": method, "evaluations": int(len(outcomes[stage].frame)),
+                "oneshot_val_nme": None if best is None else best["value"],
+                "test_nme": figures.get("test_nme"), "nme_mean": figures.get("nme_mean"),
+                "arch_key": None if best is None else best["arch_key"],
+            })
+    out: dict[str, Any] = {"ablation": table}
+    samos = next(r for r in table if r["supernet"] == main and r["search"] == "SAMOS")
+    rand = next(r for r in table if r["supernet"] == main and r["search"] == "random")
+    out["random_best"] = rand
+    if "tau_standalone" in outcomes:
+        alone = outcomes["tau_standalone"].frame.set_index("arch")["value"]
+        taus = {}
+        for sampling in samplings:
+            shot = outcomes[f"tau_oneshot_{sampling}"].frame.set_index("arch")["value"]
+            common = [a for a in shot.index if a in alone.index and math.isfinite(shot[a]) and math.isfinite(alone[a])]
+            tau = kendalltau([shot[a] for a in common], [alone[a] for a in common]).statistic if len(common) >= 3 else None
+            taus[sampling] = {"kendall_tau": None if tau is None or not math.isfinite(tau) else float(tau),
+                              "children": len(common)}
+        out["ranking_correlation"] = taus
+    out["samos_vs_random_test_nme"] = (
+        None if samos["test_nme"] is None or rand["test_nme"] is None else samos["test_nme"] - rand["test_nme"]
+    )
+    return out
