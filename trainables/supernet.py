@@ -1,0 +1,884 @@
+"""MONAS supernet training with MNUS, one-shot child evaluation, and stand-alone retraining of a child.
+
+Paper: ``monas-multipath-oneshot-nas-3d-face-alignment.txt``: §III-B and Algorithm 1 (MNUS: every step
+samples K children, accumulates their gradients on the same batch, then updates the supernet once),
+§IV-B (Adam, learning rate 1e-3). The network is :class:`~trainables.models.multipath.MultipathSupernet`;
+the task is UV position-map regression with a weighted MSE (DESIGN.md §1: weights 16 : 4 : 3 : 0).
+
+Entry points:
+
+- :func:`train_supernet` trains the supernet in this process; :func:`train_supernet_distributed` trains
+  it data-parallel as a Ray Train ``TorchTrainer`` inside a Tune trial (DESIGN.md §6), checkpointing every
+  epoch under a stable run name so that a replaced worker or a retried trial resumes.
+- :func:`evaluate_child` scores one child with the supernet's weights (one-shot), after recalibrating
+  its BatchNorm statistics; :func:`load_supernet` reads a saved supernet for the search stage.
+- :func:`train_standalone` retrains a child from scratch and reports the test NME by yaw bin.
+
+Determinism (the resume guarantee rests on it, as in :mod:`trainables.candidate`): init is seeded from
+``settings.seed``; epoch ``e`` shuffles with ``default_rng((seed, e, 1))``; step ``s`` (counted from the
+start of training) draws its children with ``default_rng((seed, s))`` -- a fresh generator per step, so
+every Ray Train worker draws the same children and a resumed run draws what the uninterrupted one did;
+torch runs with ``settings.threads`` threads. Equal inputs give bit-identical weights and metrics (except
+the wall-clock ``samples_per_s``), and resuming from the state saved after epoch ``k`` gives exactly the
+uninterrupted run's.
+
+NME is in percent (AFLW2000-3D protocol, :mod:`trainables.alignment_metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed
+from torch import nn
+
+from search_algos.spaces.multipath import MultipathSpace, mnus_children, uniform_children
+from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
+from trainables.candidate import (
+    _DIVERGED_FILE,
+    _batch_bounds,
+    _deterministic,
+    _is_int,
+    _is_real,
+    _LocalComm,
+    _TorchDistComm,
+    _tune_callbacks,
+)
+from trainables.models.multipath import MultipathSupernet
+
+if TYPE_CHECKING:
+    from trainables.faces3d import AlignmentDataset, AlignmentSplit
+
+__all__ = [
+    "OnEpoch",
+    "SupernetSettings",
+    "evaluate_child",
+    "load_supernet",
+    "train_standalone",
+    "train_supernet",
+    "train_supernet_distributed",
+    "uv_loss",
+]
+
+OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
+"""``on_epoch(metrics, state)``, called after every epoch (see :func:`train_supernet`)."""
+
+SAMPLERS: dict[str, Callable[[MultipathSpace, int, np.random.Generator], list[Any]]] = {
+    "mnus": mnus_children,  # Algorithm 1
+    "uniform": uniform_children,  # the paper's "w/o MNUS" ablation
+}
+_EVAL_BATCH = 64  # no activations kept for backward: a larger batch is cheap
+_STATE_FILE = "state.pt"  # the state dict inside a Ray Train checkpoint
+_STATE_KEYS = ("epoch", "model", "optimizer", "metrics")
+_SHUFFLE_TAG, _RECALIBRATION_TAG = 1, 2  # third seed word: streams distinct from the children's (seed, step)
+
+
+@dataclass(frozen=True)
+class SupernetSettings:
+    """How the supernet (and a stand-alone child) is trained; defaults fit a 2-core CPU.
+
+    Attributes:
+        epochs: epochs of this run.
+        batch_size: global batch (split evenly over ``num_workers``); small, as the images are.
+        lr: Adam learning rate, 1e-3 as in the paper (§IV-B).
+        k_children: K, children per step (Algorithm 1; DESIGN.md default 4).
+        sampling: ``"mnus"`` (Algorithm 1) or ``"uniform"`` (children drawn independently: the ablation).
+        channels: base width of the supernet (scale ``d`` has ``channels * 2**min(d, 3)``); a multiple of 4.
+        seed: seeds init, shuffling, children and BN recalibration batches.
+        num_workers: Ray Train workers of :func:`train_supernet_distributed`.
+        use_gpu: train on a GPU (one per worker).
+        cpus_per_worker: logical CPUs each Ray Train worker reserves; fractions let two workers and the
+            Tune trial that launched them share a small machine (DESIGN.md §6).
+        threads: torch intra-op threads per process; fixed so results do not depend on the machine.
+        bn_recalibration_batches: train batches on which one-shot evaluation re-estimates a child's BN
+            statistics (0 = use the supernet's running statistics). Why: during training every BN layer
+            sees the mixture of all sampled children, but a node's input statistics depend on which edges
+            feed it (the sum of one edge or of three), so the averaged running statistics fit no single
+            child and would distort one-shot rankings (Guo et al. 2020, SPOS); a few forward passes per
+            child fix that without any gradient step.
+
+    Raises:
+        ValueError: listing every broken rule, with the values given.
+    """
+
+    epochs: int
+    batch_size: int = 16
+    lr: float = 1e-3
+    k_children: int = 4
+    sampling: str = "mnus"
+    channels: int = 8
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    threads: int = 1
+    bn_recalibration_batches: int = 4
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, low in (("epochs", 1), ("batch_size", 2), ("k_children", 1), ("channels", 4), ("seed", 0),
+                          ("num_workers", 1), ("threads", 1), ("bn_recalibration_batches", 0)):  # fmt: skip
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, but got {name}={value!r}")
+        for name in ("lr", "cpus_per_worker"):
+            value = getattr(self, name)
+            if not _is_real(value) or not value > 0:
+                problems.append(f"{name} must be a finite number > 0, but got {name}={value!r}")
+        if self.sampling not in SAMPLERS:
+            problems.append(f"sampling must be one of {sorted(SAMPLERS)}, but got sampling={self.sampling!r}")
+        if not isinstance(self.use_gpu, bool):
+            problems.append(f"use_gpu must be a bool, but got use_gpu={self.use_gpu!r}")
+        if not problems and self.channels % 4:
+            problems.append(
+                f"channels must be a multiple of 4 (the HPM block splits C/2, C/4, C/4), but got "
+                f"channels={self.channels}"
+            )
+        if not problems and self.batch_size % self.num_workers:
+            problems.append(
+                "batch_size must be a multiple of num_workers (each worker takes batch_size // num_workers), "
+                f"but got batch_size={self.batch_size}, num_workers={self.num_workers}; "
+                f"use e.g. batch_size={self.batch_size - self.batch_size % self.num_workers}"
+            )
+        if problems:
+            raise ValueError("invalid SupernetSettings: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def uv_loss(
+    pred: torch.Tensor, target_uv: torch.Tensor, weights: torch.Tensor, image_size: float
+) -> torch.Tensor:
+    """Weighted MSE between a predicted (normalised) UV map and a target in pixels (PRNet's loss).
+
+    ``sum_{b,c,h,w} W[h,w] * (pred - target / S)**2 / (B * 3 * sum_{h,w} W[h,w])``: a weighted mean, so the
+    value does not depend on the scale of the weights (DESIGN.md §1: 16 : 4 : 3 : 0 for landmarks :
+    eyes/nose/mouth : face : rest).
+
+    Args:
+        pred: (B, 3, H, W) model output, UV coordinates divided by the image size ``S``.
+        target_uv: (B, 3, H, W) ground truth in pixels (x, y, z).
+        weights: (H, W) non-negative texel weights.
+        image_size: ``S``, the side of the image in pixels.
+
+    Returns:
+        A scalar tensor.
+    """
+    return _weighted_mse(pred, target_uv / image_size, weights)
+
+
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    squared = (pred - target).square() * weights  # (B, 3, H, W)
+    return squared.sum() / (pred.shape[0] * pred.shape[1] * weights.sum())
+
+
+def _as_tensor(array: Any, device: torch.device) -> torch.Tensor:
+    """A float32 tensor on ``device`` (no copy for a float32 array on the CPU)."""
+    return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+
+@torch.no_grad()
+def _predict(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Normalised UV maps (N, 3, H, W) of ``images`` (N, 3, H, W), in batches of ``_EVAL_BATCH``."""
+    return torch.cat([forward(images[s : s + _EVAL_BATCH]) for s in range(0, len(images), _EVAL_BATCH)])
+
+
+def _split_metrics(
+    pred: torch.Tensor, split: AlignmentSplit, data: AlignmentDataset, weights: torch.Tensor, name: str
+) -> dict[str, Any]:
+    """NME (%) from the landmarks read off the predicted UV maps; loss and dense NME where UV maps exist.
+
+    Args:
+        pred: (N, 3, H, W) normalised predictions on ``split``.
+        name: the split's name, prefix of ``<name>_nme`` and ``<name>_loss``.
+    """
+    size = float(data.image_size)
+    pred_px = pred.float().cpu().numpy() * size  # (N, 3, H, W) pixels
+    per_sample = nme(landmarks_from_uv(pred_px, data.landmark_uv), split.landmarks)  # (N,) percent
+    by_yaw = nme_by_yaw(per_sample, split.yaw)
+    metrics: dict[str, Any] = {
+        f"{name}_nme": float(per_sample.mean()),
+        "nme_by_yaw": by_yaw,
+        "nme_mean": by_yaw["mean"],
+    }
+    if split.has_uv:
+        metrics[f"{name}_loss"] = float(uv_loss(pred, _as_tensor(split.uv_maps, pred.device), weights, size))
+        metrics["dense_nme"] = float(dense_nme(pred_px, split.uv_maps, data.uv_weights, split.landmarks).mean())
+    return metrics
+
+
+@contextlib.contextmanager
+def _recalibrated(
+    model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]
+) -> Iterator[None]:
+    """``model`` in eval mode with BN statistics re-estimated by ``forward`` over ``batches``.
+
+    Every BN layer's running statistics are reset and re-accumulated as a plain average over the
+    batches (``momentum=None``); on exit the statistics, momenta and the train/eval mode are restored,
+    so one evaluation never leaks into the next. No batches: the running statistics are used as they are.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms]
+    was_training = model.training
+    try:
+        if batches:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # cumulative average over the recalibration batches
+            model.train()
+            with torch.no_grad():
+                for batch in batches:
+                    forward(batch)
+        model.eval()
+        yield
+    finally:
+        for norm, (momentum, state) in zip(norms, saved):
+            norm.momentum = momentum
+            norm.load_state_dict(state)
+        model.train(was_training)
+
+
+def _recalibration_batches(train: torch.Tensor, count: int, batch: int, seed: int) -> list[torch.Tensor]:
+    """``count`` batches of ``batch`` train images, the same for every child (a fair comparison)."""
+    order = np.random.default_rng((seed, 0, _RECALIBRATION_TAG)).permutation(len(train))
+    index = torch.as_tensor(order[: count * batch], device=train.device)
+    return [train[index[s : s + batch]] for s in range(0, len(index), batch) if len(index[s : s + batch]) > 1]
+
+
+def evaluate_child(
+    model: MultipathSupernet,
+    arch: Any,
+    data: AlignmentDataset,
+    split: str = "val",
+    *,
+    recalibration_batches: int = 4,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One-shot evaluation of ``arch`` with the supernet's weights (what the search stage scores).
+
+    The child's BN statistics are first re-estimated on ``recalibration_batches`` train batches (see
+    :class:`SupernetSettings`); the supernet's weights and buffers are unchanged afterwards. Deterministic:
+    the batches depend on ``seed`` only, the same for every child.
+
+    Args:
+        model: the trained supernet (on the device to evaluate on).
+        arch: a ``MultipathArch`` (or its (L-1, D, D) array).
+        data: an ``AlignmentDataset``.
+        split: ``"val"`` (the search's) or ``"test"``.
+        recalibration_batches: 0 uses the running statistics.
+        batch_size: images per recalibration batch.
+        seed: picks the recalibration batches.
+
+    Returns:
+        ``<split>_nme`` (mean over the faces, %), ``nme_by_yaw`` (dict by yaw bin), ``nme_mean`` (mean of
+        the bins), and where the split has UV maps ``<split>_loss`` and ``dense_nme`` (%).
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', but got split={split!r}")
+    device = next(model.parameters()).device
+    train, weights = _as_tensor(data.train.images, device), _as_tensor(data.uv_weights, device)
+    return _evaluate_child(model, arch, data, split, train, weights, recalibration_batches, batch_size, seed)
+
+
+def _evaluate_child(
+    model: MultipathSupernet,
+    arch: Any,
+    data: AlignmentDataset,
+    split: str,
+    train_images: torch.Tensor,
+    weights: torch.Tensor,
+    recalibration_batches: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    target: AlignmentSplit = getattr(data, split)
+    images = _as_tensor(target.images, train_images.device)  # (N, 3, H, W)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model(x, arch)
+
+    batches = _recalibration_batches(train_images, recalibration_batches, batch_size, seed)
+    with _recalibrated(model, forward, batches):
+        pred = _predict(forward, images)
+    return _split_metrics(pred, target, data, weights, split)
+
+
+def load_supernet(path: str, space: MultipathSpace, settings: SupernetSettings) -> MultipathSupernet:
+    """The supernet saved at ``path`` (a ``state.pt`` or the checkpoint folder holding one), on the CPU.
+
+    Args:
+        path: :func:`train_supernet_distributed`'s ``checkpoint_state``, or a file holding an ``on_epoch``
+            state (or only its ``model`` state dict).
+        space: the space it was trained on (``layers``, ``scales``).
+        settings: its training settings (``channels``).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, _STATE_FILE)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = MultipathSupernet(layers=space.layers, scales=space.scales, channels=settings.channels)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# The epoch loop, shared by the supernet and stand-alone training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What differs between supernet and stand-alone training.
+
+    ``children(step)``: the archs whose gradients one step accumulates (``[None]``: the model needs no
+    arch); ``evaluate(model, final)``: the epoch's validation (and, when ``final``, test) metrics.
+    """
+
+    model: nn.Module
+    children: Callable[[int], Sequence[Any]]
+    evaluate: Callable[[nn.Module, bool], dict[str, Any]]
+    params: int
+
+
+def _fit(
+    task: _Task,
+    data: AlignmentDataset,
+    settings: SupernetSettings,
+    *,
+    comm: _LocalComm,
+    device: torch.device,
+    resume_state: dict[str, Any] | None,
+    on_epoch: OnEpoch | None,
+    publish: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+) -> dict[str, Any]:
+    """Setup -> per epoch: train, evaluate, report (``publish`` on every rank, ``on_epoch`` on rank 0)."""
+    if not data.train.has_uv:
+        raise ValueError(f"the training split of {data.name!r} has no UV maps; the UV loss needs them")
+    images = _as_tensor(data.train.images, device)  # (N, 3, H, W)
+    targets = _as_tensor(data.train.uv_maps, device) / float(data.image_size)  # (N, 3, H, W) normalised
+    weights = _as_tensor(data.uv_weights, device)  # (H, W)
+    n = len(images)
+    local_batch = settings.batch_size // comm.world
+    steps = len(_batch_bounds(n // comm.world, local_batch))
+    if steps == 0:
+        raise ValueError(
+            f"the training split must give every worker at least 2 samples, but it has {n} samples for "
+            f"num_workers={comm.world}"
+        )
+    model = task.model.to(device)
+    if resume_state is not None:
+        _check_resume_state(resume_state, settings.epochs)
+        model.load_state_dict(resume_state["model"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    start = 1
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        start = int(resume_state["epoch"]) + 1
+        if start > settings.epochs:  # saved after the final epoch: nothing left to train
+            return dict(resume_state["metrics"])
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start, settings.epochs + 1):
+        order = np.random.default_rng((settings.seed, epoch, _SHUFFLE_TAG)).permutation(n)
+        shard = order[comm.rank : n // comm.world * comm.world : comm.world]  # step s of all ranks = one batch
+        began = time.perf_counter()
+        loss_sum, count, children_digest = _train_epoch(
+            task, optimizer, (images, targets), weights, shard, local_batch,
+            first_step=(epoch - 1) * steps, comm=comm,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - began
+        loss_sum, count = comm.sum_all(loss_sum, count)
+        train_loss = loss_sum / count
+        if not math.isfinite(train_loss):
+            message = f"training diverged: train_loss={train_loss} at epoch {epoch}"
+            if publish is not None:
+                publish({"epoch": epoch, "epochs": settings.epochs, "diverged": message}, None)
+            raise FloatingPointError(message)
+        children_digests = _gather_ints(children_digest, comm, device)
+        if len(set(children_digests)) > 1:  # all-reduced gradients of different children are garbage
+            raise RuntimeError(f"workers drew different children in epoch {epoch}: digests {children_digests}")
+        metrics = {
+            "epoch": epoch,
+            "epochs": settings.epochs,
+            "train_loss": train_loss,
+            **task.evaluate(model, epoch == settings.epochs),
+            "samples_per_s": count / elapsed if elapsed > 0 else math.nan,
+            "params": task.params,
+            "children_digests": children_digests,
+            "weights_digests": _gather_ints(_weights_digest(model), comm, device),
+        }
+        state = None
+        if comm.rank == 0:
+            state = {
+                "epoch": epoch,
+                "model": copy.deepcopy(model.state_dict()),
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "metrics": copy.deepcopy(metrics),
+            }
+            if on_epoch is not None:
+                on_epoch(copy.deepcopy(metrics), state)
+        if publish is not None:
+            publish(metrics, state)
+    return metrics
+
+
+def _train_epoch(
+    task: _Task,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    weights: torch.Tensor,
+    shard: np.ndarray,
+    batch: int,
+    *,
+    first_step: int,
+    comm: _LocalComm,
+) -> tuple[float, int, int]:
+    """One pass over this rank's samples: (sum of per-sample losses, samples, digest of the children).
+
+    ``train``: images and normalised UV targets, (N, 3, H, W) each.
+    """
+    images, targets = train
+    device = images.device
+    order = torch.from_numpy(shard).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    digest = hashlib.blake2b(digest_size=8)
+    count = 0
+    task.model.train()
+    for step, (start, end) in enumerate(_batch_bounds(len(shard), batch), start=first_step):
+        idx = order[start:end]
+        children = task.children(step)
+        digest.update("|".join(_arch_key(c) for c in children).encode())
+        loss = _accumulate(task.model, children, images[idx], targets[idx], weights)
+        _average_gradients(task.model, comm)
+        optimizer.step()
+        loss_sum += loss.double() * (end - start)
+        count += end - start
+    return float(loss_sum), count, _digest_int(digest)  # one device sync per epoch, not per step
+
+
+def _accumulate(
+    model: nn.Module, children: Sequence[Any], x: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Algorithm 1's inner loop: the gradients of the children's mean loss on one batch, accumulated.
+
+    ``x`` (b, 3, H, W), ``target`` (b, 3, H, W) normalised. Averaging (rather than summing) the K losses
+    keeps the loss on the scale of one network's; Adam is invariant to the gradient's scale anyway.
+    Returns the mean loss (detached). Parameters no child used keep ``grad = None``: Adam leaves them
+    untouched, exactly as if they were not in the supernet this step.
+    """
+    for param in model.parameters():
+        param.grad = None
+    total = torch.zeros((), device=x.device)
+    for child in children:
+        pred = model(x) if child is None else model(x, child)  # (b, 3, H, W)
+        loss = _weighted_mse(pred, target, weights) / len(children)
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
+def _average_gradients(model: nn.Module, comm: _LocalComm) -> None:
+    """Average the accumulated gradients over the workers: one all-reduce of one flat buffer per step.
+
+    Every parameter takes part (zeros where this worker has no gradient) plus one presence flag per
+    parameter, so the collective has the same size on every worker whatever the children, and cannot
+    hang on a mismatch; a parameter with a gradient on some workers only means the workers drew different
+    children, which is refused. Parameters without a gradient anywhere stay at ``grad = None``.
+
+    Why not DDP: the set of used parameters changes every step (``find_unused_parameters`` re-walks the
+    graph each backward), the K backward passes would need ``no_sync`` for all but the last, and DDP
+    re-broadcasts BN buffers every forward. One explicit all-reduce after accumulation does exactly the
+    single-process update, with the gradient of the global batch.
+    """
+    if comm.world == 1:
+        return
+    params = list(model.parameters())
+    present = [p.grad is not None for p in params]
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        + [torch.tensor(present, dtype=params[0].dtype, device=params[0].device)]
+    )
+    torch.distributed.all_reduce(flat)
+    flags = flat[-len(params) :]
+    if not bool(((flags == 0) | (flags == comm.world)).all()):
+        raise RuntimeError("workers computed gradients for different parameters: they drew different children")
+    offset = 0
+    for param, flag in zip(params, flags.tolist()):
+        size = param.numel()
+        param.grad = flat[offset : offset + size].view_as(param) / comm.world if flag else None
+        offset += size
+
+
+def _arch_key(arch: Any) -> str:
+    return "-" if arch is None else arch.key()
+
+
+def _digest_int(digest: Any) -> int:
+    return int.from_bytes(digest.digest(), "big") >> 1  # 63 bits: fits an int64 tensor and a Parquet column
+
+
+def _weights_digest(model: nn.Module) -> int:
+    digest = hashlib.blake2b(digest_size=8)
+    for param in model.parameters():
+        digest.update(param.detach().cpu().numpy().tobytes())
+    return _digest_int(digest)
+
+
+def _gather_ints(value: int, comm: _LocalComm, device: torch.device) -> list[int]:
+    """``value`` of every rank, in rank order (``device``: where the process group expects tensors)."""
+    if comm.world == 1:
+        return [value]
+    gathered = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(comm.world)]
+    torch.distributed.all_gather(gathered, torch.tensor([value], dtype=torch.int64, device=device))
+    return [int(t.item()) for t in gathered]
+
+
+def _check_resume_state(state: dict[str, Any], epochs: int) -> None:
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"resume_state lacks {missing}; pass a state given to on_epoch (keys {list(_STATE_KEYS)})"
+        )
+    epoch = state["epoch"]
+    if not _is_int(epoch) or not 1 <= epoch <= epochs:
+        raise ValueError(f"resume_state['epoch'] must be in [1, epochs={epochs}], but got {epoch!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Supernet training (in process)
+# --------------------------------------------------------------------------------------------------
+
+
+def _supernet_task(space: MultipathSpace, data: AlignmentDataset, settings: SupernetSettings) -> _Task:
+    """The supernet, its per-step children and its per-epoch one-shot validation."""
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG
+        torch.manual_seed(settings.seed)
+        model = MultipathSupernet(layers=space.layers, scales=space.scales, channels=settings.channels)
+    sample = SAMPLERS[settings.sampling]
+
+    def children(step: int) -> list[Any]:
+        return sample(space, settings.k_children, np.random.default_rng((settings.seed, step)))
+
+    val_children = children(0)  # a fixed set (step 0's), so that epochs compare
+    cache: dict[str, torch.Tensor] = {}
+
+    def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
+        device = next(net.parameters()).device
+        if not cache:
+            cache["train"] = _as_tensor(data.train.images, device)
+            cache["weights"] = _as_tensor(data.uv_weights, device)
+        scores = [
+            _evaluate_child(net, child, data, "val", cache["train"], cache["weights"],
+                            settings.bn_recalibration_batches, settings.batch_size, settings.seed)
+            for child in val_children
+        ]  # fmt: skip
+        keys = [key for key in ("val_loss", "val_nme") if key in scores[0]]
+        return {key: float(np.mean([score[key] for score in scores])) for key in keys}
+
+    params = sum(p.numel() for p in model.parameters())
+    return _Task(model=model, children=children, evaluate=evaluate, params=params)
+
+
+def train_supernet(
+    space: MultipathSpace,
+    data: AlignmentDataset,
+    settings: SupernetSettings,
+    *,
+    on_epoch: OnEpoch | None = None,
+    resume_state: dict[str, Any] | None = None,
+    tensorboard_dir: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train the supernet of ``space`` with MNUS (Algorithm 1) in this process.
+
+    Every step draws K children (``settings.sampling``) from ``default_rng((seed, step))``, accumulates
+    their gradients on the same batch and makes one Adam step.
+
+    Args:
+        space: the multi-path space (its ``layers`` and ``scales`` shape the supernet).
+        data: an ``AlignmentDataset`` (its training split must have UV maps).
+        settings: the training protocol; ``num_workers`` is ignored here (one process).
+        on_epoch: ``on_epoch(metrics, state)`` after every epoch; ``state`` is ``{"epoch", "model",
+            "optimizer", "metrics"}`` (copies), loadable with ``torch.load(weights_only=True)``.
+        resume_state: such a state; training continues at the epoch after ``state["epoch"]``. It must
+            come from a run with equal space, data and settings.
+        tensorboard_dir: where to write a TensorBoard event file (scalars per epoch); None writes none.
+        device: torch device; default ``"cuda"`` when ``settings.use_gpu`` else ``"cpu"``.
+
+    Returns:
+        The final epoch's metrics: ``epoch``, ``epochs``, ``train_loss`` (mean over samples and the K
+        children), ``val_loss`` and ``val_nme`` (%; means over the K children of step 0, a fixed set,
+        each evaluated one-shot as :func:`evaluate_child` does), ``samples_per_s`` (training images per
+        second, all workers together; each image passes through K children), ``params`` (of the whole supernet),
+        ``children_digests`` and ``weights_digests`` (one per worker: a hash of the epoch's children and
+        of the weights after it; equal on all workers).
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+    """
+    device = device or ("cuda" if settings.use_gpu else "cpu")
+    with _deterministic(settings.threads), _tensorboard(tensorboard_dir, resume_state) as board:
+        return _fit(
+            _supernet_task(space, data, settings),
+            data,
+            settings,
+            comm=_LocalComm(),
+            device=torch.device(device),
+            resume_state=resume_state,
+            on_epoch=on_epoch,
+            publish=board,
+        )
+
+
+@contextlib.contextmanager
+def _tensorboard(
+    folder: str | None, resume_state: dict[str, Any] | None
+) -> Iterator[Callable[[dict[str, Any], dict[str, Any] | None], None] | None]:
+    """A ``publish`` hook writing the numeric metrics of each epoch as TensorBoard scalars (or None).
+
+    On resume, ``purge_step`` makes TensorBoard drop what an interrupted run wrote after the saved epoch.
+    """
+    if folder is None:
+        yield None
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = int(resume_state["epoch"]) + 1 if resume_state is not None else None
+    writer = SummaryWriter(log_dir=folder, purge_step=purge)
+
+    def write(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if "diverged" in metrics:
+            return
+        for key, value in metrics.items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and key not in ("epoch", "epochs"):
+                writer.add_scalar(f"supernet/{key}", value, global_step=metrics["epoch"])
+        writer.flush()
+
+    try:
+        yield write
+    finally:
+        writer.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Supernet training over Ray Train workers
+# --------------------------------------------------------------------------------------------------
+
+
+def train_supernet_distributed(
+    space: MultipathSpace,
+    data_spec: dict[str, Any],
+    settings: SupernetSettings,
+    *,
+    storage_path: str,
+    name: str,
+    on_epoch: OnEpoch | None = None,
+    tensorboard_dir: str | None = None,
+    _fail_once: tuple[int, int, str] | None = None,
+) -> dict[str, Any]:
+    """Train the supernet data-parallel over ``settings.num_workers`` Ray Train workers.
+
+    Each worker loads the data itself (``load_alignment_dataset(**data_spec)``: no arrays travel), takes
+    its shard of every global batch (``batch_size // num_workers`` images), draws the same K children as
+    every other worker (the generator is seeded by ``(seed, step)``), accumulates their gradients, and
+    all-reduces the accumulated gradients once per step (:func:`_average_gradients`, not DDP); every
+    worker then makes the same Adam step, so the weights stay identical (checked every epoch through
+    ``weights_digests``). Every epoch rank 0 attaches a checkpoint (``state.pt``, the layout
+    :func:`train_supernet` gives ``on_epoch``) and writes the TensorBoard scalars (Train workers write no
+    event files themselves, DESIGN.md §6). The run lives in ``storage_path/name``: calling again with the
+    same name (a retried Tune trial) resumes from its latest checkpoint, and ``FailureConfig(max_failures=2)``
+    restarts failed workers from it. Called inside a Tune trial, every epoch is also reported to the trial.
+
+    Args:
+        space: the multi-path space.
+        data_spec: keyword arguments of :func:`trainables.faces3d.load_alignment_dataset`.
+        settings: the training protocol, including ``num_workers``, ``use_gpu``, ``cpus_per_worker``.
+        storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
+        name: the run's name, stable across retries of one trial so that it resumes.
+        on_epoch: ``on_epoch(metrics, state)`` on the rank-0 worker after every epoch (pickled to it).
+        tensorboard_dir: folder for rank 0's TensorBoard event files (shared storage on a cluster).
+        _fail_once: test hook ``(rank, epoch, marker_file)``: that rank raises once, after training that
+            epoch and before its checkpoint, if the marker file does not exist yet (it creates it).
+
+    Returns:
+        The final epoch's metrics (as :func:`train_supernet`) plus ``checkpoint_state``: the path of the final
+        ``state.pt`` (for :func:`load_supernet`).
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite (rank 0 leaves a terminal checkpoint
+            holding ``diverged.txt``, so a retried trial stops at once instead of diverging again).
+        ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "space": space,
+            "data_spec": dict(data_spec),
+            "settings": settings,
+            "on_epoch": on_epoch,
+            "tensorboard_dir": tensorboard_dir,
+            "fail_once": _fail_once,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.num_workers,
+            use_gpu=settings.use_gpu,
+            resources_per_worker={"CPU": settings.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            callbacks=_tune_callbacks(),
+        ),
+    )
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})  # rank 0's report of the latest checkpoint
+    if not metrics or result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {name!r} in {storage_path} ended without reporting an epoch")
+    if "diverged" in metrics:
+        raise FloatingPointError(metrics["diverged"])
+    metrics["checkpoint_state"] = os.path.join(result.checkpoint.path, _STATE_FILE)
+    return metrics
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: load the data, resume from the run's checkpoint, train, report per epoch."""
+    import ray.train
+    import ray.train.torch
+
+    from trainables.faces3d import load_alignment_dataset
+
+    settings: SupernetSettings = config["settings"]
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            if os.path.exists(os.path.join(folder, _DIVERGED_FILE)):
+                return  # terminal: the driver reads the divergence from the checkpoint's metrics
+            resume_state = torch.load(os.path.join(folder, _STATE_FILE), map_location="cpu", weights_only=True)
+
+    device = ray.train.torch.get_device()
+    data = load_alignment_dataset(**config["data_spec"])
+    comm = _TorchDistComm(device) if torch.distributed.is_initialized() else _LocalComm()
+    fail_once = config["fail_once"]
+    board_dir = config["tensorboard_dir"] if comm.rank == 0 else None
+
+    with _deterministic(settings.threads), _tensorboard(board_dir, resume_state) as board:
+
+        def publish(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+            if fail_once is not None and (comm.rank, metrics["epoch"]) == tuple(fail_once[:2]):
+                if not os.path.exists(fail_once[2]):
+                    open(fail_once[2], "w").close()
+                    raise RuntimeError(f"injected failure of rank {comm.rank} at epoch {metrics['epoch']}")
+            if comm.rank != 0:
+                ray.train.report(metrics)
+                return
+            with tempfile.TemporaryDirectory() as folder:
+                if "diverged" in metrics:  # a terminal checkpoint: a resumed run stops at once
+                    with open(os.path.join(folder, _DIVERGED_FILE), "w") as handle:
+                        handle.write(metrics["diverged"])
+                else:
+                    if board is not None:
+                        board(metrics, state)
+                    torch.save(state, os.path.join(folder, _STATE_FILE))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+        try:
+            _fit(
+                _supernet_task(config["space"], data, settings),
+                data,
+                settings,
+                comm=comm,
+                device=device,
+                resume_state=resume_state,
+                on_epoch=config["on_epoch"],
+                publish=publish,
+            )
+        except FloatingPointError:
+            return  # reported as a terminal checkpoint; raising would make Ray Train retry in vain
+
+
+# --------------------------------------------------------------------------------------------------
+# Stand-alone retraining of one child
+# --------------------------------------------------------------------------------------------------
+
+
+def train_standalone(
+    arch: Any,
+    data: AlignmentDataset,
+    settings: SupernetSettings,
+    *,
+    on_epoch: OnEpoch | None = None,
+    resume_state: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train the child ``arch`` from scratch (Adam, the UV loss) and test it after the final epoch.
+
+    The network is ``MultipathSupernet(...).child_model(arch)`` (fresh init seeded by ``settings.seed``;
+    ``channels`` from ``settings``), so it has exactly the modules the child has in the supernet.
+    ``k_children``, ``sampling`` and ``bn_recalibration_batches`` do not apply (the child keeps its own
+    BN statistics). ``on_epoch`` and ``resume_state`` work as in :func:`train_supernet`.
+
+    Returns:
+        The final epoch's metrics: ``epoch``, ``epochs``, ``train_loss``, ``val_loss``, ``val_nme`` (%),
+        ``samples_per_s``, ``params`` (of the child), the digests, and from the test split ``test_nme``,
+        ``nme_by_yaw`` (dict by yaw bin), ``nme_mean`` (mean of the bins), ``dense_nme`` and ``test_loss``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=settings.channels)
+        child = supernet.child_model(arch)
+    cache: dict[str, torch.Tensor] = {}
+
+    def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
+        device = next(net.parameters()).device
+        if not cache:
+            cache["weights"] = _as_tensor(data.uv_weights, device)
+        net.eval()
+        try:
+            splits = ("val", "test") if final else ("val",)
+            preds = {name: _predict(net, _as_tensor(getattr(data, name).images, device)) for name in splits}
+        finally:
+            net.train()
+        metrics = _split_metrics(preds["val"], data.val, data, cache["weights"], "val")
+        metrics = {key: metrics[key] for key in ("val_loss", "val_nme") if key in metrics}
+        if final:
+            metrics.update(_split_metrics(preds["test"], data.test, data, cache["weights"], "test"))
+        return metrics
+
+    task = _Task(
+        model=child,
+        children=lambda step: [None],
+        evaluate=evaluate,
+        params=sum(p.numel() for p in child.parameters()),
+    )
+    device = device or ("cuda" if settings.use_gpu else "cpu")
+    with _deterministic(settings.threads):
+        return _fit(
+            task,
+            data,
+            settings,
+            comm=_LocalComm(),
+            device=torch.device(device),
+            resume_state=resume_state,
+            on_epoch=on_epoch,
+            publish=None,
+        )
