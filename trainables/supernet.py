@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -291,31 +292,16 @@ def evaluate_child(
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', but got split={split!r}")
     device = next(model.parameters()).device
-    train, weights = _as_tensor(data.train.images, device), _as_tensor(data.uv_weights, device)
-    return _evaluate_child(model, arch, data, split, train, weights, recalibration_batches, batch_size, seed)
-
-
-def _evaluate_child(
-    model: MultipathSupernet,
-    arch: Any,
-    data: AlignmentDataset,
-    split: str,
-    train_images: torch.Tensor,
-    weights: torch.Tensor,
-    recalibration_batches: int,
-    batch_size: int,
-    seed: int,
-) -> dict[str, Any]:
     target: AlignmentSplit = getattr(data, split)
-    images = _as_tensor(target.images, train_images.device)  # (N, 3, H, W)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return model(x, arch)
 
-    batches = _recalibration_batches(train_images, recalibration_batches, batch_size, seed)
+    train = _as_tensor(data.train.images, device)  # (N, 3, H, W); no copy on the CPU
+    batches = _recalibration_batches(train, recalibration_batches, batch_size, seed)
     with _recalibrated(model, forward, batches):
-        pred = _predict(forward, images)
-    return _split_metrics(pred, target, data, weights, split)
+        pred = _predict(forward, _as_tensor(target.images, device))  # (N, 3, H, W)
+    return _split_metrics(pred, target, data, _as_tensor(data.uv_weights, device), split)
 
 
 def load_supernet(path: str, space: MultipathSpace, settings: SupernetSettings) -> MultipathSupernet:
@@ -574,16 +560,11 @@ def _supernet_task(space: MultipathSpace, data: AlignmentDataset, settings: Supe
         return sample(space, settings.k_children, np.random.default_rng((settings.seed, step)))
 
     val_children = children(0)  # a fixed set (step 0's), so that epochs compare
-    cache: dict[str, torch.Tensor] = {}
 
     def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
-        device = next(net.parameters()).device
-        if not cache:
-            cache["train"] = _as_tensor(data.train.images, device)
-            cache["weights"] = _as_tensor(data.uv_weights, device)
         scores = [
-            _evaluate_child(net, child, data, "val", cache["train"], cache["weights"],
-                            settings.bn_recalibration_batches, settings.batch_size, settings.seed)
+            evaluate_child(net, child, data, "val", recalibration_batches=settings.bn_recalibration_batches,
+                           batch_size=settings.batch_size, seed=settings.seed)
             for child in val_children
         ]  # fmt: skip
         keys = [key for key in ("val_loss", "val_nme") if key in scores[0]]
@@ -712,8 +693,9 @@ def train_supernet_distributed(
         name: the run's name, stable across retries of one trial so that it resumes.
         on_epoch: ``on_epoch(metrics, state)`` on the rank-0 worker after every epoch (pickled to it).
         tensorboard_dir: folder for rank 0's TensorBoard event files (shared storage on a cluster).
-        _fail_once: test hook ``(rank, epoch, marker_file)``: that rank raises once, after training that
-            epoch and before its checkpoint, if the marker file does not exist yet (it creates it).
+        _fail_once: test hook ``(rank, epoch, marker_file)``: unless the marker file exists, that rank
+            writes the epoch's metrics to it as JSON and raises, after training the epoch and before
+            its checkpoint.
 
     Returns:
         The final epoch's metrics (as :func:`train_supernet`) plus ``checkpoint_state``: the path of the final
@@ -786,7 +768,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         def publish(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
             if fail_once is not None and (comm.rank, metrics["epoch"]) == tuple(fail_once[:2]):
                 if not os.path.exists(fail_once[2]):
-                    open(fail_once[2], "w").close()
+                    with open(fail_once[2], "w") as handle:
+                        json.dump(metrics, handle)
                     raise RuntimeError(f"injected failure of rank {comm.rank} at epoch {metrics['epoch']}")
             if comm.rank != 0:
                 ray.train.report(metrics)
@@ -846,22 +829,20 @@ def train_standalone(
         torch.manual_seed(settings.seed)
         supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=settings.channels)
         child = supernet.child_model(arch)
-    cache: dict[str, torch.Tensor] = {}
 
     def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
         device = next(net.parameters()).device
-        if not cache:
-            cache["weights"] = _as_tensor(data.uv_weights, device)
+        weights = _as_tensor(data.uv_weights, device)
         net.eval()
         try:
             splits = ("val", "test") if final else ("val",)
             preds = {name: _predict(net, _as_tensor(getattr(data, name).images, device)) for name in splits}
         finally:
             net.train()
-        metrics = _split_metrics(preds["val"], data.val, data, cache["weights"], "val")
+        metrics = _split_metrics(preds["val"], data.val, data, weights, "val")
         metrics = {key: metrics[key] for key in ("val_loss", "val_nme") if key in metrics}
         if final:
-            metrics.update(_split_metrics(preds["test"], data.test, data, cache["weights"], "test"))
+            metrics.update(_split_metrics(preds["test"], data.test, data, weights, "test"))
         return metrics
 
     task = _Task(
