@@ -312,7 +312,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
         archs = []
         for sampling in samplings:
             for name in (f"search{suffix(sampling)}", f"random{suffix(sampling)}"):
-                best = _best_of(earlier[name].frame)
+                best = _winner(earlier[name])
                 if best is not None and best["arch"] not in archs:
                     archs.append(best["arch"])
         return archs
@@ -340,8 +340,10 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
             job=job("tau_standalone"), trainable=standalone_trial, total=lambda _e: len(children),
         ))
 
-    def select(outcomes: dict[str, Any]) -> dict[str, Any]:
-        best = _best_of(outcomes["search"].frame)
+    def select(outcomes: dict[str, Any]) -> dict[str, Any] | None:
+        best = _winner(outcomes["search"])
+        if best is None:
+            return None
         retrain = outcomes["retrain"].frame
         rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
         if rows.empty:
@@ -358,6 +360,16 @@ def _best_of(frame: pd.DataFrame) -> dict[str, Any] | None:
     from orchestrator.results import pick_best
 
     return pick_best(frame, mode="min")
+
+
+def _winner(outcome: Any) -> dict[str, Any] | None:
+    """SAMOS's own best (it keeps the best seen, ties to the earliest); else the stage's best row."""
+    arch = outcome.summary.get("best_arch")
+    if arch:
+        rows = outcome.frame[(outcome.frame["arch"] == arch) & (outcome.frame["status"] == "ok")]
+        if not rows.empty:
+            return rows.iloc[0].to_dict()
+    return _best_of(outcome.frame)
 
 
 def _ablation_children(space: Any, count: int, seed: int) -> list[str]:
@@ -386,7 +398,7 @@ def monas_figures(outcomes: dict[str, Any], *, samplings: list[str], main: str) 
     for sampling in samplings:
         suffix = "" if sampling == main else f"_{sampling}"
         for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
-            best = _best_of(outcomes[stage].frame)
+            best = _winner(outcomes[stage])
             row = None
             if best is not None:
                 rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
