@@ -14,6 +14,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,9 +24,9 @@ from search_algos.spaces import decode_arch
 from trainables.candidate import TrainSettings, fit_candidate, fit_candidate_distributed
 from trainables.datasets import ImageDataset, load_dataset
 
-__all__ = ["EvalJob", "evaluate_candidate"]
+__all__ = ["EvalJob", "cached_dataset", "evaluate_candidate", "load_state", "plain_metrics", "record", "save_state"]
 
-_DATA_CACHE: dict[str, ImageDataset] = {}
+_DATA_CACHE: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,59 @@ class EvalJob:
     storage_path: str
 
 
-def _dataset(kwargs: dict[str, Any]) -> ImageDataset:
-    key = json.dumps(kwargs, sort_keys=True)
+# -- shared by every evaluation trainable (candidates here, MONAS's in orchestrator.monas) -----------
+
+
+def cached_dataset(kwargs: dict[str, Any], loader: Callable[..., Any] = load_dataset) -> Any:
+    """``loader(**kwargs)``, once per process: Tune reuses actors, so later trials skip the loading."""
+    key = f"{loader.__module__}.{loader.__name__}:{json.dumps(kwargs, sort_keys=True)}"
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = load_dataset(**kwargs)
+        _DATA_CACHE[key] = loader(**kwargs)
     return _DATA_CACHE[key]
+
+
+def save_state(state: dict[str, Any], path: str) -> None:
+    """Write a training state atomically (a killed process leaves the old file or the new one)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str) -> dict[str, Any] | None:
+    """A state saved by :func:`save_state` (tensors only: ``weights_only=True``), or None."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # a torn or foreign file: start the evaluation again rather than fail
+        return None
+
+
+def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Numbers (as floats) and dicts of numbers only: what Tune reports and the store keeps."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+            out[key] = {k: float(v) for k, v in value.items()}
+    return out
+
+
+def record(store: Any, *, key: tuple, config: dict[str, Any], metrics: dict[str, Any], started: float, run: str) -> None:
+    """Write one finished evaluation to the benchmark store (durable before this returns)."""
+    space, arch_key, dataset_id, fidelity, seed = key
+    store.put({
+        "space": space, "arch_key": arch_key, "config": json.dumps(config, sort_keys=True),
+        "dataset_id": dataset_id, "fidelity": fidelity, "seed": seed, "metrics": json.dumps(metrics),
+        "cost_s": time.perf_counter() - started, "run": run, "created_at": time.time(),
+    })
+
+
+# -- candidates of the global space -------------------------------------------------------------------
 
 
 def _settings(job: EvalJob, epochs: int) -> TrainSettings:
@@ -66,19 +115,11 @@ def _settings(job: EvalJob, epochs: int) -> TrainSettings:
     )
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = float(v)
-    return out
-
-
 def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     """Tune function trainable. ``config`` = ``{"arch": <JSON>, "epochs": int, ...}``."""
     arch = decode_arch(job.space, config["arch"])
     epochs = int(config["epochs"])
-    data = _dataset(job.data)
+    data = cached_dataset(job.data)
     trial_id = tune.get_context().get_trial_id()
     base = {
         "arch": arch.to_json(),
@@ -109,21 +150,9 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     except FloatingPointError as exc:  # divergence: a normal event, reported as a failed evaluation
         tune.report({job.metric: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
-    metrics = _clean(final)
-    job.store.put(
-        {
-            "space": job.space,
-            "arch_key": arch.key(),
-            "config": json.dumps({"arch": arch.to_dict(), "epochs": epochs, "training": job.training}, sort_keys=True),
-            "dataset_id": data.dataset_id,
-            "fidelity": epochs,
-            "seed": job.seed,
-            "metrics": json.dumps(metrics),
-            "cost_s": time.perf_counter() - started,
-            "run": job.run,
-            "created_at": time.time(),
-        }
-    )
+    metrics = plain_metrics(final)
+    config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": job.training}
+    record(job.store, key=key, config=config_row, metrics=metrics, started=started, run=job.run)
     checkpoint = _checkpoint_path(job, key)
     if os.path.exists(checkpoint):  # the store holds the result now; the checkpoint has served
         os.remove(checkpoint)
@@ -144,18 +173,8 @@ def _checkpoint_path(job: EvalJob, key: tuple) -> str:
 def _fit_in_process(
     arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str
 ) -> dict[str, Any]:
-    resume = None
-    if os.path.isfile(checkpoint):
-        try:
-            resume = torch.load(checkpoint, weights_only=True)
-        except Exception:  # a torn or foreign file: start the evaluation again rather than fail
-            resume = None
-
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
-        tmp = f"{checkpoint}.{os.getpid()}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, checkpoint)
+        save_state(state, checkpoint)
         tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
 
-    return fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=resume)
+    return fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))

@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 from ray import tune
 
+from orchestrator.evaluate import cached_dataset, load_state, plain_metrics, record, save_state
+
 __all__ = ["AlignmentJob", "monas_stages", "oneshot_trial", "standalone_trial", "supernet_trial"]
 
 
@@ -50,17 +52,13 @@ class AlignmentJob:
     supernet_id: str = ""  # identity of those weights in the benchmark store
 
 
-_DATA: dict[str, Any] = {}
 _SUPERNETS: dict[str, Any] = {}
 
 
 def _dataset(kwargs: dict[str, Any]):
     from trainables.faces3d import load_alignment_dataset
 
-    key = json.dumps(kwargs, sort_keys=True)
-    if key not in _DATA:
-        _DATA[key] = load_alignment_dataset(**kwargs)
-    return _DATA[key]
+    return cached_dataset(kwargs, load_alignment_dataset)
 
 
 def _space(job: AlignmentJob):
@@ -73,35 +71,6 @@ def _settings(job: AlignmentJob, **changes: Any):
     from trainables.supernet import SupernetSettings
 
     return SupernetSettings(**{**job.settings, "seed": job.seed, **changes})
-
-
-def _atomic_save(state: dict[str, Any], path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(path: str) -> dict[str, Any] | None:
-    if not os.path.isfile(path):
-        return None
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception:  # a torn or foreign file: start again rather than fail
-        return None
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Numbers and dicts of numbers only (what Tune and the store keep)."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            out[key] = float(value)
-        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
-            out[key] = {k: float(v) for k, v in value.items()}
-    return out
 
 
 # -- Tune functions ---------------------------------------------------------------------------------
@@ -127,28 +96,28 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
             state_path = final.get("checkpoint_state")
             if state_path:
                 state = torch.load(state_path, weights_only=True)
-                _atomic_save(state["model"], weights_path)
+                save_state(state["model"], weights_path)
         else:
             checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
 
             def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-                _atomic_save(state, checkpoint)
+                save_state(state, checkpoint)
                 if state["epoch"] == settings.epochs:
-                    _atomic_save(state["model"], weights_path)
-                tune.report({**_plain(metrics), **base})
+                    save_state(state["model"], weights_path)
+                tune.report({**plain_metrics(metrics), **base})
 
             final = train_supernet(
                 _space(job), _dataset(job.data), settings, on_epoch=on_epoch,
-                resume_state=_load_state(checkpoint), tensorboard_dir=tensorboard,
+                resume_state=load_state(checkpoint), tensorboard_dir=tensorboard,
             )
             if not os.path.isfile(weights_path):  # resumed after the last epoch was checkpointed
-                state = _load_state(checkpoint)
-                _atomic_save(state["model"], weights_path)
+                state = load_state(checkpoint)
+                save_state(state["model"], weights_path)
     except FloatingPointError as exc:
         tune.report({"val_loss": math.nan, **base, "status": "failed", "error": str(exc)})
         return
     if settings.num_workers > 1:
-        tune.report({**_plain(final), **base})
+        tune.report({**plain_metrics(final), **base})
 
 
 def _supernet_model(job: AlignmentJob):
@@ -179,17 +148,14 @@ def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     started = time.perf_counter()
     model = _supernet_model(job)
     torch.set_num_threads(1)
-    metrics = _plain(evaluate_child(
+    metrics = plain_metrics(evaluate_child(
         model, arch, data, "val",
         recalibration_batches=job.settings.get("bn_recalibration_batches", 4), seed=job.seed,
     ))
     metrics["params"] = float(sum(p.numel() for p in model.child_model(arch).parameters()))
     if math.isfinite(metrics.get("val_nme", math.nan)):
-        job.store.put({
-            "space": space_key, "arch_key": arch.key(), "config": json.dumps({"arch": arch.to_dict()}),
-            "dataset_id": data.dataset_id, "fidelity": 0, "seed": job.seed, "metrics": json.dumps(metrics),
-            "cost_s": time.perf_counter() - started, "run": job.run, "created_at": time.time(),
-        })
+        record(job.store, key=(space_key, arch.key(), data.dataset_id, 0, job.seed),
+               config={"arch": arch.to_dict()}, metrics=metrics, started=started, run=job.run)
         tune.report({**metrics, **base, "cached": False})
     else:
         tune.report({**metrics, **base, "cached": False, "status": "failed", "error": "val_nme is not finite"})
@@ -215,22 +181,18 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     )
 
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        _atomic_save(state, checkpoint)
-        tune.report({**_plain(metrics), **base, "cached": False})
+        save_state(state, checkpoint)
+        tune.report({**plain_metrics(metrics), **base, "cached": False})
 
     started = time.perf_counter()
     try:
         final = train_standalone(arch, data, _settings(job, epochs=epochs), on_epoch=on_epoch,
-                                 resume_state=_load_state(checkpoint))
+                                 resume_state=load_state(checkpoint))
     except FloatingPointError as exc:
         tune.report({"val_nme": math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
-    job.store.put({
-        "space": "multipath", "arch_key": arch.key(),
-        "config": json.dumps({"arch": arch.to_dict(), "epochs": epochs, "training": job.settings}, sort_keys=True),
-        "dataset_id": data.dataset_id, "fidelity": epochs, "seed": job.seed, "metrics": json.dumps(_plain(final)),
-        "cost_s": time.perf_counter() - started, "run": job.run, "created_at": time.time(),
-    })
+    record(job.store, key=key, config={"arch": arch.to_dict(), "epochs": epochs, "training": job.settings},
+           metrics=plain_metrics(final), started=started, run=job.run)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
 
