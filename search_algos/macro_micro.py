@@ -599,7 +599,10 @@ class MacroMicroSearcher(ArchSearcher):
         if sum(t.live for t in self._trials.values()) >= self.speculate:
             return None
         issued = {(t.index, t.key, t.epochs) for t in self._trials.values()}
-        for step in self._engine.lookahead(self.speculate):
+        # Results that came back early (a later step finished before the current one) are held until
+        # their turn; they must not use up the window, or a free slot idles while the current step runs.
+        held = sum(not t.live for t in self._trials.values())
+        for step in self._engine.lookahead(self.speculate + held):
             if (step.index, step.arch.key(), step.epochs) not in issued:
                 self._trials[trial_id] = _Trial(step.index, step.arch.key(), step.epochs)
                 return {"arch": step.arch.to_json(), "epochs": step.epochs}

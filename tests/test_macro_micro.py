@@ -487,3 +487,17 @@ def test_suggested_configs_parse_in_the_global_space():
     space = GlobalSpace(d_min=3, d_max=12, w_min=8, w_max=16, w_step=2)
     assert space.from_json(config["arch"]) == GlobalArch.uniform(3, 16) and config["epochs"] == 4
     assert driver.searcher.suggest("again") is None  # sequential: waits for the result
+
+
+def test_an_early_result_does_not_idle_a_free_slot():
+    """Step 2 finishing before step 1 leaves one slot free: it goes to step 3, not to waiting."""
+    s = searcher(settings(), speculate=2)
+    start = s.suggest("t0")
+    s.on_trial_complete("t0", {"val_acc": 50.0})  # the start, committed
+    first, second = s.suggest("t1"), s.suggest("t2")  # grow steps d_min+1 and d_min+2
+    assert s.suggest("t3") is None  # two live trials: the window is full
+    s.on_trial_complete("t2", {"val_acc": 52.0})  # the later step returns first: held, not committed
+    third = s.suggest("t3")
+    depth = lambda c: json.loads(c["arch"])["depth"]  # noqa: E731
+    assert [depth(c) for c in (start, first, second, third)] == [3, 4, 5, 6]
+    assert [c["epochs"] for c in (start, first, second, third)] == [4, 5, 6, 7]
