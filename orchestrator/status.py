@@ -15,8 +15,10 @@ __all__ = ["describe"]
 
 
 def _stage_names(paths: RunPaths) -> list[str]:
-    names = [p.name for p in sorted(paths.root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
-    return names or ["search"]
+    """Stage folders in the order the pipeline created them."""
+    folders = [p for p in paths.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    return [p.name for p in sorted(folders, key=lambda p: (p.stat().st_mtime if not (p / "stage.json").exists()
+                                                           else (p / "stage.json").stat().st_mtime, p.name))] or ["search"]
 
 
 def _evaluations(paths: RunPaths, stage: str) -> pd.DataFrame | None:
@@ -37,7 +39,9 @@ def describe(paths: RunPaths, config: ExperimentConfig) -> str:
             ok = frame[frame["status"] == "ok"]
             extra = f", {len(ok)} ok / {len(frame) - len(ok)} failed"
             if not ok.empty:
-                extra += f", best {config.metric}={ok['value'].max():.2f}"
+                metric = str(ok["metric"].iloc[0])
+                best = ok["value"].min() if config.mode == "min" else ok["value"].max()
+                extra += f", best {metric}={best:.2f}"
         else:
             trials = list((paths.root / stage).glob("*/result.json"))
             if trials:
