@@ -57,41 +57,44 @@ def _finish(paths, best: dict) -> None:
     print(f"best:    {paths.best}")
 
 
+def _execute(paths, config, *, address: str | None, dashboard: bool = False) -> int:
+    """Start (or attach to) Ray, run every unfinished stage, print the outcome, stop Ray."""
+    from orchestrator.experiment import execute
+    from orchestrator.runtime import start_ray, stop_ray
+
+    print(start_ray(address, num_cpus=config.resources.num_cpus, dashboard=dashboard))
+    try:
+        _finish(paths, execute(config, paths))
+    finally:
+        stop_ray()
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
-    from orchestrator.experiment import execute, prepare
-    from orchestrator.runtime import check_address, start_ray, stop_ray
+    from orchestrator.experiment import prepare
+    from orchestrator.runtime import check_address
 
     config, raw = load_config(args.config, args.overrides)
     check_address(args.address)
     paths = prepare(config, raw, storage=args.storage, name=args.name)
     print(f"run directory: {paths.root}")
-    print(start_ray(args.address, num_cpus=config.resources.num_cpus, dashboard=args.dashboard))
-    try:
-        _finish(paths, execute(config, paths))
-    finally:
-        stop_ray()
-    return 0
+    return _execute(paths, config, address=args.address, dashboard=args.dashboard)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.experiment import execute, open_run
-    from orchestrator.runtime import check_address, start_ray, stop_ray
+    from orchestrator.experiment import open_run
+    from orchestrator.runtime import check_address
 
     paths, config, _raw = open_run(args.run_dir)
-    check_address(args.address)
     if paths.best.is_file():
         raise UserError(
             f"run {paths.root} already finished (best.json exists); nothing to resume — "
             "start another with `facenas run CONFIG --name NEW`"
         )
+    check_address(args.address)
     print(f"resuming {paths.root}")
-    print(start_ray(args.address, num_cpus=config.resources.num_cpus))
-    try:
-        _finish(paths, execute(config, paths))
-    finally:
-        stop_ray()
-    return 0
+    return _execute(paths, config, address=args.address)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
