@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.test_run_integration import _env, _evaluations_stored, _facenas
+from tests.cli_driver import evaluations_stored, facenas, kill_when, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,15 +28,13 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("mmcfg") / "mm.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
+    return write_config(tmp_path_factory.mktemp("mmcfg"), "mm", CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, config_file) -> Path:
     storage = tmp_path_factory.mktemp("mmref")
-    proc = _facenas("run", str(config_file), "--storage", str(storage), timeout=600)
+    proc = facenas("run", str(config_file), "--storage", str(storage), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return storage / "mm"
 
@@ -67,18 +59,9 @@ def test_pipeline_stages_and_best(reference):
 
 def test_resume_after_sigkill_gives_the_same_architecture(reference, config_file, tmp_path):
     storage = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True,
-    )
-    deadline = time.monotonic() + 400
-    while _evaluations_stored(storage) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(["run", str(config_file), "--storage", str(storage)], lambda: evaluations_stored(storage) >= 3)
     run_dir = storage / "mm"
-    resumed = _facenas("resume", str(run_dir), timeout=600)
+    resumed = facenas("resume", str(run_dir), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     got = json.loads((run_dir / "best.json").read_text())
     want = json.loads((reference / "best.json").read_text())

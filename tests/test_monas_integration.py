@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.test_run_integration import _env, _facenas
+from tests.cli_driver import facenas, kill_when, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,15 +30,13 @@ STAGES = ["supernet", "search", "random", "supernet_uniform", "search_uniform", 
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("monascfg") / "monas.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
+    return write_config(tmp_path_factory.mktemp("monascfg"), "monas", CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, config_file) -> tuple[Path, str]:
     storage = tmp_path_factory.mktemp("monasref")
-    proc = _facenas("run", str(config_file), "--storage", str(storage), timeout=900)
+    proc = facenas("run", str(config_file), "--storage", str(storage), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return storage / "monas", proc.stdout
 
@@ -67,37 +59,18 @@ def test_stages_and_figures(reference):
     assert list(run_dir.glob("supernet/tensorboard/events.out.tfevents.*")), "supernet loss curves for TensorBoard"
 
 
-def _wait_for(predicate, proc, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    assert predicate(), "timed out waiting for the moment to kill"
-
-
-def _kill_when(config_file: Path, storage: Path, predicate, *, resume: Path | None = None) -> None:
-    args = ["resume", str(resume)] if resume else ["run", str(config_file), "--storage", str(storage)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True,
-    )
-    _wait_for(predicate, proc, 600)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def test_sigkill_in_supernet_and_in_search_then_resume(reference, config_file, tmp_path):
     run_dir = tmp_path / "monas"
     state = run_dir / "supernet" / "_checkpoints" / "supernet-state.pt"
     # 1) during supernet training, once an epoch checkpoint exists
-    _kill_when(config_file, tmp_path, state.exists)
+    kill_when(["run", str(config_file), "--storage", str(tmp_path)], state.exists)
     assert not (run_dir / "supernet" / "stage.json").exists()
     # 2) during the SAMOS search, after the supernet stage finished
     search_trials = lambda: len(list((run_dir / "search").glob("trial_*"))) >= 3  # noqa: E731
-    _kill_when(config_file, tmp_path, search_trials, resume=run_dir)
+    kill_when(["resume", str(run_dir)], search_trials)
     assert (run_dir / "supernet" / "stage.json").exists()
     # 3) resume to the end: the finished supernet stage is skipped, not trained again
-    proc = _facenas("resume", str(run_dir), timeout=900)
+    proc = facenas("resume", str(run_dir), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[supernet] already finished" in proc.stdout
     got = json.loads((run_dir / "best.json").read_text())

@@ -7,16 +7,13 @@ not use the shared ``ray_local`` fixture.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+
+from tests.cli_driver import evaluations_stored, facenas, kill_when, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -32,31 +29,16 @@ CONTRACT_COLUMNS = {"stage", "trial_id", "arch_key", "arch", "metric", "value", 
 BEST_KEYS = {"stage", "arch", "arch_key", "metric", "value", "params"}
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _facenas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=_env(),
-    )
-
-
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
+    return write_config(tmp_path_factory.mktemp("cfg"), "small", CONFIG)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, config_file) -> Path:
     """One uninterrupted run; returns its RUN_DIR."""
     storage = tmp_path_factory.mktemp("ref")
-    proc = _facenas("run", str(config_file), "--storage", str(storage))
+    proc = facenas("run", str(config_file), "--storage", str(storage))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best architecture:" in proc.stdout
     assert "results.parquet" in proc.stdout
@@ -81,16 +63,16 @@ def test_run_writes_the_contract(reference):
 
 
 def test_status_and_report(reference):
-    proc = _facenas("status", str(reference))
+    proc = facenas("status", str(reference))
     assert proc.returncode == 0 and "stage search: done, 5 ok / 0 failed" in proc.stdout
-    proc = _facenas("report", str(reference))
+    proc = facenas("report", str(reference))
     assert proc.returncode == 0, proc.stderr
     page = (reference / "report.html").read_text()
     assert "data:image/png;base64," in page and "Best architecture" in page
 
 
 def test_second_run_is_served_from_the_store(reference, config_file):
-    proc = _facenas("run", str(config_file), "--storage", str(reference.parent), "--name", "again")
+    proc = facenas("run", str(config_file), "--storage", str(reference.parent), "--name", "again")
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = pd.read_parquet(reference.parent / "again" / "results.parquet")
     first = pd.read_parquet(reference / "results.parquet")
@@ -101,33 +83,18 @@ def test_second_run_is_served_from_the_store(reference, config_file):
     )["arch_key"]
 
 
-def _evaluations_stored(storage: Path) -> int:
-    folder = storage / "benchmark" / "evaluations"
-    files = list(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    return sum(len(pd.read_parquet(f)) for f in files)
-
-
 def test_resume_after_sigkill_equals_uninterrupted(reference, config_file, tmp_path):
     storage = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while _evaluations_stored(storage) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, as in a machine crash
-    proc.wait()
+    kill_when(["run", str(config_file), "--storage", str(storage)], lambda: evaluations_stored(storage) >= 2)
     run_dir = storage / "small"
     assert not (run_dir / "best.json").exists()
 
-    resumed = _facenas("resume", str(run_dir))
+    resumed = facenas("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     frame = pd.read_parquet(run_dir / "results.parquet")
     assert len(frame) == 5 and frame["trial_id"].is_unique and (frame["status"] == "ok").all()
     # Nothing finished was trained twice: the store holds each evaluated architecture once.
-    assert _evaluations_stored(storage) == frame["arch_key"].nunique()
+    assert evaluations_stored(storage) == frame["arch_key"].nunique()
     killed_best = json.loads((run_dir / "best.json").read_text())
     reference_best = json.loads((reference / "best.json").read_text())
     assert killed_best == reference_best
@@ -136,7 +103,7 @@ def test_resume_after_sigkill_equals_uninterrupted(reference, config_file, tmp_p
 @pytest.mark.slow
 def test_candidates_train_with_two_ray_train_workers(config_file, tmp_path):
     """`training.train_workers: 2`: each candidate is a TorchTrainer (DDP, gloo) inside its trial."""
-    proc = _facenas(
+    proc = facenas(
         "run", str(config_file), "--storage", str(tmp_path), "--name", "ddp",
         "--set", "searcher.num_samples=2", "--set", "searcher.epochs=2",
         "--set", "training.train_workers=2", "--set", "training.cpus_per_worker=0.5",
@@ -146,4 +113,4 @@ def test_candidates_train_with_two_ray_train_workers(config_file, tmp_path):
     frame = pd.read_parquet(tmp_path / "ddp" / "results.parquet")
     assert len(frame) == 2 and (frame["status"] == "ok").all() and not frame["cached"].any()
     assert list((tmp_path / "ddp" / "_train").iterdir()), "Ray Train kept its checkpoints under RUN_DIR/_train"
-    assert _evaluations_stored(tmp_path) == frame["arch_key"].nunique()
+    assert evaluations_stored(tmp_path) == frame["arch_key"].nunique()
