@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line per problem on stderr, no traceback
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -119,8 +120,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 _COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report}
 
 
+def _loopback_only(args: argparse.Namespace) -> None:
+    """An embedded local Ray listens on 127.0.0.1 only.
+
+    Ray (2.60, Linux) otherwise rewrites ``_node_ip_address="127.0.0.1"`` to the machine's outward
+    address and its servers listen on every interface. The switch is read when Ray is imported, so it
+    is set here, before any module that imports Ray.
+    """
+    if args.command in ("run", "resume") and not (args.address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _loopback_only(args)
     try:
         return _COMMANDS[args.command](args)
     except UserError as exc:

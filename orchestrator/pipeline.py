@@ -124,6 +124,12 @@ def _latest_searcher_state(exp_dir: Path) -> Path | None:
     return files[-1] if files else None
 
 
+def _cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def _tune_resources(resources: dict[str, Any], training: dict[str, Any]) -> dict[str, float]:
     # With Ray Train workers, the trial itself only coordinates: it reserves a sliver of a CPU and
     # the workers reserve their own (DESIGN.md §6).
@@ -154,6 +160,11 @@ def run_stage(
 
     started = time.perf_counter()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines only
+    # Tune lets a custom searcher have ONE pending trial; with reuse_actors the running trial's actor
+    # then usually takes the next trial too, so short trials (one-shot evaluations, speculative
+    # macro-micro steps, SA chains) ran one at a time. Allow as many pending trials as the cluster
+    # has CPUs (a user's own TUNE_MAX_PENDING_TRIALS_PG wins).
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_cluster_cpus()))
     trainable = tune.with_resources(
         tune.with_parameters(stage.trainable, job=stage.job),
         stage.resources or _tune_resources(resources, training),

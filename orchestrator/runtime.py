@@ -41,6 +41,9 @@ def _check_reachable(address: str) -> None:
 def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False) -> str:
     """Start an embedded local Ray bound to 127.0.0.1, or attach to ``address`` / ``RAY_ADDRESS``.
 
+    Ray listens on loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set before Ray was
+    imported (the CLI does so for a local run); otherwise Ray advertises the outward address.
+
     Returns a one-line description of what was started (for the CLI).
     """
     import ray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -140,3 +141,14 @@ def test_explicit_name_that_exists(tmp_path, capsys):
 def test_reserved_name(tmp_path, capsys):
     code, lines = _run(["run", str(_write(tmp_path, GOOD)), "--name", "benchmark", "--storage", str(tmp_path)], capsys)
     assert code == 2 and "reserved" in lines[0]
+
+
+def test_local_runs_keep_ray_on_loopback(monkeypatch):
+    from orchestrator.cli import _loopback_only, _parser
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _loopback_only(_parser().parse_args(["run", "c.yaml", "--address", "10.0.0.1:6379"]))
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # a cluster keeps its own addresses
+    _loopback_only(_parser().parse_args(["run", "c.yaml"]))
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
