@@ -24,7 +24,16 @@ from search_algos.spaces import decode_arch
 from trainables.candidate import TrainSettings, fit_candidate, fit_candidate_distributed
 from trainables.datasets import ImageDataset, load_dataset
 
-__all__ = ["EvalJob", "cached_dataset", "evaluate_candidate", "load_state", "plain_metrics", "record", "save_state"]
+__all__ = [
+    "EvalJob",
+    "cached_dataset",
+    "evaluate_candidate",
+    "load_state",
+    "lookup_same_protocol",
+    "plain_metrics",
+    "record",
+    "save_state",
+]
 
 _DATA_CACHE: dict[str, Any] = {}
 
@@ -86,6 +95,19 @@ def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def lookup_same_protocol(store: Any, key: tuple, training: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored evaluation of ``key`` trained with the same protocol (lr, batch, ...), else None.
+
+    The store's key (space, arch_key, dataset_id, fidelity, seed) does not name the training protocol;
+    a result trained with other settings must not be served as this one (DESIGN.md §3 key, noted gap).
+    """
+    hit = store.lookup(*key)
+    if hit is None:
+        return None
+    stored = json.loads(hit["config"]) if isinstance(hit.get("config"), str) else hit.get("config") or {}
+    return hit if stored.get("training") == training else None
+
+
 def record(store: Any, *, key: tuple, config: dict[str, Any], metrics: dict[str, Any], started: float, run: str) -> None:
     """Write one finished evaluation to the benchmark store (durable before this returns)."""
     space, arch_key, dataset_id, fidelity, seed = key
@@ -129,7 +151,7 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         "stage": job.stage,
     }
     key = (job.space, arch.key(), data.dataset_id, epochs, job.seed)
-    hit = job.store.lookup(*key)
+    hit = lookup_same_protocol(job.store, key, job.training)
     if hit is not None:
         tune.report({**hit["metrics"], **base, "cached": True, "status": "ok", "error": ""})
         return

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from ray import tune
 
-from orchestrator.evaluate import cached_dataset, load_state, plain_metrics, record, save_state
+from orchestrator.evaluate import cached_dataset, load_state, lookup_same_protocol, plain_metrics, record, save_state
 
 __all__ = ["AlignmentJob", "monas_stages", "oneshot_trial", "standalone_trial", "supernet_trial"]
 
@@ -172,7 +172,7 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": data.dataset_id,
             "stage": job.stage, "status": "ok", "error": ""}
     key = ("multipath", arch.key(), data.dataset_id, epochs, job.seed)
-    hit = job.store.lookup(*key)
+    hit = lookup_same_protocol(job.store, key, job.settings)
     if hit is not None:
         tune.report({**hit["metrics"], **base, "cached": True})
         return

@@ -108,3 +108,21 @@ def test_relative_improvement_matches_the_paper_formula():
     assert ri["ri"] == pytest.approx(100 * (95.0 - 90.0) / 90.0)
     assert ri["ri_val"] == pytest.approx(100 * (96.0 - 91.0) / 91.0)
     assert ri["random_evaluations"] == 2
+
+
+class _FakeStore:
+    def __init__(self, row):
+        self.row = row
+
+    def lookup(self, *key):
+        return self.row
+
+
+def test_a_stored_result_of_another_training_protocol_is_not_served():
+    from orchestrator.evaluate import lookup_same_protocol
+
+    row = {"config": json.dumps({"arch": {}, "epochs": 3, "training": {"lr": 0.025}}), "metrics": {"val_acc": 90.0}}
+    key = ("global", "k", "d", 3, 0)
+    assert lookup_same_protocol(_FakeStore(row), key, {"lr": 0.025}) is row
+    assert lookup_same_protocol(_FakeStore(row), key, {"lr": 0.1}) is None
+    assert lookup_same_protocol(_FakeStore(None), key, {"lr": 0.025}) is None
