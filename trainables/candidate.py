@@ -10,6 +10,9 @@ Two entry points share one epoch loop:
 - :func:`fit_candidate_distributed` trains data-parallel as a Ray Train ``TorchTrainer`` (DDP; gloo on CPU,
   nccl on GPU), checkpointing every epoch under a stable run name so a retried trial resumes.
 
+The collectives, the checkpoints and the Ray Train plumbing (worker and driver side) are
+:mod:`trainables.train_loop`'s, shared with :mod:`trainables.supernet`; this module keeps the task.
+
 Determinism is part of the contract (the resume guarantee rests on it): model init is seeded from
 ``settings.seed``; epoch ``e`` shuffles with ``numpy.random.default_rng([seed, e])`` (a fresh generator
 per epoch, so nothing random is carried across epochs); torch runs with ``settings.threads`` threads.
@@ -22,35 +25,41 @@ The test split is evaluated once, after the final epoch, and never drives a deci
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.distributed
 import torch.nn.functional as F
 from torch import nn
 
 from search_algos.spaces.global_space import GlobalArch, count_params
 from trainables.models.global_cnn import build_global_cnn
+from trainables.train_loop import (
+    LocalComm,
+    OnEpoch,
+    Publish,
+    batch_bounds,
+    batch_split_problems,
+    check_resume_state,
+    deterministic,
+    is_int,
+    is_real,
+    load_resume_state,
+    make_publisher,
+    report_epoch,
+    run_torch_trainer,
+    run_worker,
+    stop_if_diverged,
+)
 
 if TYPE_CHECKING:
     from trainables.datasets import ImageDataset
 
 __all__ = ["OnEpoch", "TrainSettings", "fit_candidate", "fit_candidate_distributed"]
 
-OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
-"""``on_epoch(metrics, state)``, called after every epoch (see :func:`fit_candidate`)."""
-
 _EVAL_BATCH = 512  # evaluation holds no activations for backward, so a larger batch is cheap
-_STATE_FILE = "state.pt"  # the state dict inside a Ray Train checkpoint
-_DIVERGED_FILE = "diverged.txt"  # marks a Ray Train checkpoint of a diverged run (terminal)
 _STATE_KEYS = ("epoch", "model", "optimizer", "scheduler", "metrics")
 
 
@@ -94,7 +103,7 @@ class TrainSettings:
         for name, low in (("epochs", 1), ("batch_size", 1), ("cutout", 0), ("seed", 0), ("num_workers", 1),
                           ("threads", 1)):  # fmt: skip
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 problems.append(f"{name} must be an integer >= {low}, but got {name}={value!r}")
         for name, ok, rule in (
             ("lr", lambda v: v > 0, "> 0"),
@@ -103,28 +112,14 @@ class TrainSettings:
             ("cpus_per_worker", lambda v: v > 0, "> 0"),
         ):
             value = getattr(self, name)
-            if not _is_real(value) or not ok(value):
+            if not is_real(value) or not ok(value):
                 problems.append(f"{name} must be a finite number {rule}, but got {name}={value!r}")
         if not isinstance(self.use_gpu, bool):
             problems.append(f"use_gpu must be a bool, but got use_gpu={self.use_gpu!r}")
-        if not problems and self.batch_size % self.num_workers:
-            problems.append(
-                "batch_size must be a multiple of num_workers (each worker takes batch_size // num_workers), "
-                f"but got batch_size={self.batch_size}, num_workers={self.num_workers}; "
-                f"use e.g. batch_size={self.batch_size - self.batch_size % self.num_workers}"
-            )
+        if not problems:
+            problems += batch_split_problems(self.batch_size, self.num_workers)
         if problems:
             raise ValueError("invalid TrainSettings: " + "; ".join(problems))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and (
-        math.isfinite(float(value))
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,12 +161,12 @@ def fit_candidate(
     device = device or ("cuda" if settings.use_gpu else "cpu")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} asked (use_gpu={settings.use_gpu}) but CUDA is not available")
-    with _deterministic(settings.threads):
+    with deterministic(settings.threads):
         return _fit(
             arch,
             data,
             settings,
-            comm=_LocalComm(),
+            comm=LocalComm(),
             device=torch.device(device),
             resume_state=resume_state,
             wrap=lambda model: model,
@@ -185,12 +180,12 @@ def _fit(
     data: Any,
     settings: TrainSettings,
     *,
-    comm: _LocalComm,
+    comm: LocalComm,
     device: torch.device,
     resume_state: dict[str, Any] | None,
     wrap: Callable[[nn.Module], nn.Module],
     on_epoch: OnEpoch | None,
-    publish: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+    publish: Publish | None,
 ) -> dict[str, Any]:
     """The epoch loop shared by both entry points (setup -> train/evaluate per epoch -> test at the end).
 
@@ -200,7 +195,7 @@ def _fit(
     train, val, test = (_to_device(split, device) for split in (data.train, data.val, data.test))
     shard_size = len(train[1]) // comm.world  # the permutation is cut to a multiple of the world size
     local_batch = settings.batch_size // comm.world
-    steps = len(_batch_bounds(shard_size, local_batch))
+    steps = len(batch_bounds(shard_size, local_batch))
     if steps == 0:
         raise ValueError(
             f"the training split must give every worker at least 2 samples, but it has {len(train[1])} "
@@ -221,13 +216,9 @@ def _fit(
     )
     # Annealed per step, to exactly 0 after the last step of the last epoch.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
-    start = 1
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        start = int(resume_state["epoch"]) + 1
-        if start > settings.epochs:  # saved after the final epoch: nothing left to train
-            return dict(resume_state["metrics"])
+    start = load_resume_state(resume_state, optimizer=optimizer, scheduler=scheduler)
+    if resume_state is not None and start > settings.epochs:  # saved after the final epoch: nothing left to train
+        return dict(resume_state["metrics"])
 
     metrics: dict[str, Any] = {}
     for epoch in range(start, settings.epochs + 1):
@@ -237,11 +228,7 @@ def _fit(
         )
         loss_sum, count = comm.sum_all(loss_sum, count)
         train_loss = loss_sum / count
-        if not math.isfinite(train_loss):
-            message = _diverged_message(train_loss, epoch)
-            if publish is not None:
-                publish({"epoch": epoch, "epochs": settings.epochs, "diverged": message}, None)
-            raise FloatingPointError(message)
+        stop_if_diverged(train_loss, epoch, settings.epochs, publish)
 
         net = _unwrap(model)
         comm.broadcast_buffers(net)  # every rank evaluates (and rank 0 saves) the same BN statistics
@@ -256,54 +243,20 @@ def _fit(
         }
         if epoch == settings.epochs:
             metrics["test_acc"] = _evaluate(net, test, comm)[1]
-        state = None
-        if comm.rank == 0:
-            state = {
-                "epoch": epoch,
-                "model": copy.deepcopy(net.state_dict()),
-                "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "scheduler": copy.deepcopy(scheduler.state_dict()),
-                "metrics": dict(metrics),
-            }
-            if on_epoch is not None:
-                on_epoch(dict(metrics), state)
-        if publish is not None:
-            publish(metrics, state)
+        report_epoch(
+            metrics, comm, on_epoch=on_epoch, publish=publish, model=net, optimizer=optimizer, scheduler=scheduler
+        )
     return metrics
 
 
-def _diverged_message(train_loss: float, epoch: int) -> str:
-    return f"training diverged: train_loss={train_loss} at epoch {epoch}"
-
-
 def _check_resume_state(state: dict[str, Any], epochs: int, total_steps: int) -> None:
-    missing = [key for key in _STATE_KEYS if key not in state]
-    if missing:
-        raise ValueError(
-            f"resume_state lacks {missing}; pass a state given to on_epoch (keys {list(_STATE_KEYS)})"
-        )
-    epoch = state["epoch"]
-    if not _is_int(epoch) or not 1 <= epoch <= epochs:
-        raise ValueError(f"resume_state['epoch'] must be in [1, epochs={epochs}], but got {epoch!r}")
+    check_resume_state(state, keys=_STATE_KEYS, epochs=epochs)
     saved_steps = state["scheduler"].get("T_max")
     if saved_steps != total_steps:
         raise ValueError(
             f"resume_state comes from a run with another schedule ({saved_steps} steps, this run has "
             f"{total_steps}); resume only with the same arch, data, settings and number of workers"
         )
-
-
-@contextlib.contextmanager
-def _deterministic(threads: int) -> Iterator[None]:
-    """Fix the thread count and deterministic cuDNN kernels for the run; restore the caller's values."""
-    saved = (torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved[2]
 
 
 def _to_device(split: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,16 +269,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _batch_bounds(size: int, batch: int) -> list[tuple[int, int]]:
-    """``[start, end)`` of each batch; a trailing batch of one sample is dropped (BatchNorm needs 2)."""
-    bounds = [(start, min(start + batch, size)) for start in range(0, size, batch)]
-    if bounds and bounds[-1][1] - bounds[-1][0] < 2:
-        bounds.pop()
-    return bounds
-
-
 def _epoch_plan(
-    n: int, image_size: tuple[int, int], settings: TrainSettings, epoch: int, comm: _LocalComm
+    n: int, image_size: tuple[int, int], settings: TrainSettings, epoch: int, comm: LocalComm
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """This rank's sample order for ``epoch`` and, with cutout, one square centre per sample.
 
@@ -361,7 +306,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     model.train()
-    for start, end in _batch_bounds(len(order), batch):
+    for start, end in batch_bounds(len(order), batch):
         idx = order_t[start:end]
         x, y = x_all[idx], y_all[idx]  # (b, C, H, W), (b,)
         if centers_t is not None:
@@ -395,7 +340,7 @@ def _cutout(x: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], comm: _LocalComm
+    model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], comm: LocalComm
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in percent over the split (each rank takes every world-th sample)."""
     x_all, y_all = split
@@ -414,38 +359,6 @@ def _evaluate(
     if count == 0:
         return float("nan"), float("nan")
     return loss_total / count, 100.0 * correct_total / count
-
-
-class _LocalComm:
-    """Collectives of a world of one: the in-process run."""
-
-    rank = 0
-    world = 1
-
-    def sum_all(self, *values: float) -> tuple[float, ...]:
-        """Each value summed over the ranks."""
-        return values
-
-    def broadcast_buffers(self, module: nn.Module) -> None:
-        pass
-
-
-class _TorchDistComm(_LocalComm):
-    """Collectives over the ``torch.distributed`` group Ray Train set up (gloo on CPU, nccl on GPU)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self._device = device
-        self.rank = torch.distributed.get_rank()
-        self.world = torch.distributed.get_world_size()
-
-    def sum_all(self, *values: float) -> tuple[float, ...]:
-        summed = torch.tensor(values, dtype=torch.float64, device=self._device)
-        torch.distributed.all_reduce(summed)  # sum; counts stay exact in float64
-        return tuple(summed.tolist())
-
-    def broadcast_buffers(self, module: nn.Module) -> None:
-        for buffer in module.buffers():
-            torch.distributed.broadcast(buffer, src=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,95 +404,25 @@ def fit_candidate_distributed(
         FloatingPointError: the training loss became NaN or infinite.
         ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={
-            "arch": arch,
-            "data_spec": dict(data_spec),
-            "settings": settings,
-            "on_epoch": on_epoch,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=settings.num_workers,
-            use_gpu=settings.use_gpu,
-            resources_per_worker={"CPU": settings.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=2),
-            callbacks=_tune_callbacks(),
-        ),
-    )
-    metrics = dict(trainer.fit().metrics or {})  # rank 0's report of the latest checkpoint
-    if not metrics:
-        raise RuntimeError(f"Ray Train run {name!r} in {storage_path} ended without reporting an epoch")
-    if "diverged" in metrics:
-        raise FloatingPointError(metrics["diverged"])
+    config = {"arch": arch, "data_spec": dict(data_spec), "settings": settings, "on_epoch": on_epoch}
+    metrics = run_torch_trainer(_train_worker, config, settings, storage_path=storage_path, name=name)
     return {key: metrics[key] for key in _METRIC_KEYS if key in metrics}
 
 
 _METRIC_KEYS = ("epoch", "epochs", "train_loss", "val_loss", "val_acc", "params", "test_acc")
 
 
-def _tune_callbacks() -> list[Any]:
-    """Forward the workers' reports to the Tune trial we run in, if any."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    class _ForwardToTune(TuneReportCallback):
-        """TuneReportCallback that keeps a diverged epoch (which has no val metrics) from the trial."""
-
-        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-            if metrics and "diverged" not in metrics[0]:
-                super().after_report(run_context, metrics, checkpoint)
-
-    try:
-        return [_ForwardToTune()]
-    except RuntimeError as err:
-        if "Tune session" not in str(err):
-            raise
-        return []  # called from a plain driver, not a Tune trial
-
-
 def _train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: load the data, resume from the run's checkpoint, train, report per epoch."""
-    import ray.train
+    """One Ray Train worker: resume from the run's checkpoint, load the data, train, report per epoch."""
     import ray.train.torch
 
     from trainables.datasets import load_dataset
 
     settings: TrainSettings = config["settings"]
-    resume_state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            if os.path.exists(os.path.join(folder, _DIVERGED_FILE)):
-                return  # terminal: the driver reads the divergence from the checkpoint's metrics
-            state_file = os.path.join(folder, _STATE_FILE)
-            resume_state = torch.load(state_file, map_location="cpu", weights_only=True)
 
-    device = ray.train.torch.get_device()
-    data = load_dataset(**config["data_spec"])
-    comm = _TorchDistComm(device) if torch.distributed.is_initialized() else _LocalComm()
-
-    def publish(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        diverged = "diverged" in metrics
-        if comm.rank != 0:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            if diverged:  # a terminal checkpoint: a resumed run stops at once instead of diverging again
-                with open(os.path.join(folder, _DIVERGED_FILE), "w") as handle:
-                    handle.write(metrics["diverged"])
-            else:
-                torch.save(state, os.path.join(folder, _STATE_FILE))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-    with _deterministic(settings.threads):
-        try:
+    def train(resume_state: dict[str, Any] | None, comm: LocalComm, device: torch.device) -> None:
+        data = load_dataset(**config["data_spec"])
+        with deterministic(settings.threads):
             _fit(
                 config["arch"],
                 data,
@@ -589,7 +432,7 @@ def _train_worker(config: dict[str, Any]) -> None:
                 resume_state=resume_state,
                 wrap=ray.train.torch.prepare_model,
                 on_epoch=config["on_epoch"],
-                publish=publish,
+                publish=make_publisher(comm),
             )
-        except FloatingPointError:
-            return  # reported as a terminal checkpoint; raising would make Ray Train retry in vain
+
+    run_worker(train)

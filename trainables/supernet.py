@@ -14,6 +14,9 @@ Entry points:
   its BatchNorm statistics; :func:`load_supernet` reads a saved supernet for the search stage.
 - :func:`train_standalone` retrains a child from scratch and reports the test NME by yaw bin.
 
+The collectives, the checkpoints and the Ray Train plumbing (worker and driver side) are
+:mod:`trainables.train_loop`'s, shared with :mod:`trainables.candidate`.
+
 Determinism (the resume guarantee rests on it, as in :mod:`trainables.candidate`): init is seeded from
 ``settings.seed``; epoch ``e`` shuffles with ``default_rng((seed, e, 1))``; step ``s`` (counted from the
 start of training) draws its children with ``default_rng((seed, s))`` -- a fresh generator per step, so
@@ -28,12 +31,10 @@ NME is in percent (AFLW2000-3D protocol, :mod:`trainables.alignment_metrics`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,17 +47,25 @@ from torch import nn
 
 from search_algos.spaces.multipath import MultipathSpace, mnus_children, uniform_children
 from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
-from trainables.candidate import (
-    _DIVERGED_FILE,
-    _batch_bounds,
-    _deterministic,
-    _is_int,
-    _is_real,
-    _LocalComm,
-    _TorchDistComm,
-    _tune_callbacks,
-)
 from trainables.models.multipath import MultipathSupernet
+from trainables.train_loop import (
+    STATE_FILE,
+    LocalComm,
+    OnEpoch,
+    Publish,
+    batch_bounds,
+    batch_split_problems,
+    check_resume_state,
+    deterministic,
+    is_int,
+    is_real,
+    load_resume_state,
+    make_publisher,
+    report_epoch,
+    run_torch_trainer,
+    run_worker,
+    stop_if_diverged,
+)
 
 if TYPE_CHECKING:
     from trainables.faces3d import AlignmentDataset, AlignmentSplit
@@ -72,15 +81,11 @@ __all__ = [
     "uv_loss",
 ]
 
-OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
-"""``on_epoch(metrics, state)``, called after every epoch (see :func:`train_supernet`)."""
-
 SAMPLERS: dict[str, Callable[[MultipathSpace, int, np.random.Generator], list[Any]]] = {
     "mnus": mnus_children,  # Algorithm 1
     "uniform": uniform_children,  # the paper's "w/o MNUS" ablation
 }
 _EVAL_BATCH = 64  # no activations kept for backward: a larger batch is cheap
-_STATE_FILE = "state.pt"  # the state dict inside a Ray Train checkpoint
 _STATE_KEYS = ("epoch", "model", "optimizer", "metrics")
 _SHUFFLE_TAG, _RECALIBRATION_TAG = 1, 2  # third seed word: streams distinct from the children's (seed, step)
 
@@ -131,11 +136,11 @@ class SupernetSettings:
         for name, low in (("epochs", 1), ("batch_size", 2), ("k_children", 1), ("channels", 4), ("seed", 0),
                           ("num_workers", 1), ("threads", 1), ("bn_recalibration_batches", 0)):  # fmt: skip
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 problems.append(f"{name} must be an integer >= {low}, but got {name}={value!r}")
         for name in ("lr", "cpus_per_worker"):
             value = getattr(self, name)
-            if not _is_real(value) or not value > 0:
+            if not is_real(value) or not value > 0:
                 problems.append(f"{name} must be a finite number > 0, but got {name}={value!r}")
         if self.sampling not in SAMPLERS:
             problems.append(f"sampling must be one of {sorted(SAMPLERS)}, but got sampling={self.sampling!r}")
@@ -146,12 +151,8 @@ class SupernetSettings:
                 f"channels must be a multiple of 4 (the HPM block splits C/2, C/4, C/4), but got "
                 f"channels={self.channels}"
             )
-        if not problems and self.batch_size % self.num_workers:
-            problems.append(
-                "batch_size must be a multiple of num_workers (each worker takes batch_size // num_workers), "
-                f"but got batch_size={self.batch_size}, num_workers={self.num_workers}; "
-                f"use e.g. batch_size={self.batch_size - self.batch_size % self.num_workers}"
-            )
+        if not problems:
+            problems += batch_split_problems(self.batch_size, self.num_workers)
         if problems:
             raise ValueError("invalid SupernetSettings: " + "; ".join(problems))
 
@@ -314,7 +315,7 @@ def load_supernet(path: str, space: MultipathSpace, settings: SupernetSettings) 
         settings: its training settings (``channels``).
     """
     if os.path.isdir(path):
-        path = os.path.join(path, _STATE_FILE)
+        path = os.path.join(path, STATE_FILE)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = MultipathSupernet(layers=space.layers, scales=space.scales, channels=settings.channels)
     model.load_state_dict(state["model"] if "model" in state else state)
@@ -345,11 +346,11 @@ def _fit(
     data: AlignmentDataset,
     settings: SupernetSettings,
     *,
-    comm: _LocalComm,
+    comm: LocalComm,
     device: torch.device,
     resume_state: dict[str, Any] | None,
     on_epoch: OnEpoch | None,
-    publish: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+    publish: Publish | None,
 ) -> dict[str, Any]:
     """Setup -> per epoch: train, evaluate, report (``publish`` on every rank, ``on_epoch`` on rank 0)."""
     if not data.train.has_uv:
@@ -359,7 +360,7 @@ def _fit(
     weights = _as_tensor(data.uv_weights, device)  # (H, W)
     n = len(images)
     local_batch = settings.batch_size // comm.world
-    steps = len(_batch_bounds(n // comm.world, local_batch))
+    steps = len(batch_bounds(n // comm.world, local_batch))
     if steps == 0:
         raise ValueError(
             f"the training split must give every worker at least 2 samples, but it has {n} samples for "
@@ -367,15 +368,12 @@ def _fit(
         )
     model = task.model.to(device)
     if resume_state is not None:
-        _check_resume_state(resume_state, settings.epochs)
+        check_resume_state(resume_state, keys=_STATE_KEYS, epochs=settings.epochs)
         model.load_state_dict(resume_state["model"])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    start = 1
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        start = int(resume_state["epoch"]) + 1
-        if start > settings.epochs:  # saved after the final epoch: nothing left to train
-            return dict(resume_state["metrics"])
+    start = load_resume_state(resume_state, optimizer=optimizer)
+    if resume_state is not None and start > settings.epochs:  # saved after the final epoch: nothing left to train
+        return dict(resume_state["metrics"])
 
     metrics: dict[str, Any] = {}
     for epoch in range(start, settings.epochs + 1):
@@ -389,11 +387,7 @@ def _fit(
         elapsed = time.perf_counter() - began
         loss_sum, count = comm.sum_all(loss_sum, count)
         train_loss = loss_sum / count
-        if not math.isfinite(train_loss):
-            message = f"training diverged: train_loss={train_loss} at epoch {epoch}"
-            if publish is not None:
-                publish({"epoch": epoch, "epochs": settings.epochs, "diverged": message}, None)
-            raise FloatingPointError(message)
+        stop_if_diverged(train_loss, epoch, settings.epochs, publish)
         children_digests = _gather_ints(children_digest, comm, device)
         if len(set(children_digests)) > 1:  # all-reduced gradients of different children are garbage
             raise RuntimeError(f"workers drew different children in epoch {epoch}: digests {children_digests}")
@@ -407,18 +401,7 @@ def _fit(
             "children_digests": children_digests,
             "weights_digests": _gather_ints(_weights_digest(model), comm, device),
         }
-        state = None
-        if comm.rank == 0:
-            state = {
-                "epoch": epoch,
-                "model": copy.deepcopy(model.state_dict()),
-                "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "metrics": copy.deepcopy(metrics),
-            }
-            if on_epoch is not None:
-                on_epoch(copy.deepcopy(metrics), state)
-        if publish is not None:
-            publish(metrics, state)
+        report_epoch(metrics, comm, on_epoch=on_epoch, publish=publish, model=model, optimizer=optimizer)
     return metrics
 
 
@@ -431,7 +414,7 @@ def _train_epoch(
     batch: int,
     *,
     first_step: int,
-    comm: _LocalComm,
+    comm: LocalComm,
 ) -> tuple[float, int, int]:
     """One pass over this rank's samples: (sum of per-sample losses, samples, digest of the children).
 
@@ -444,7 +427,7 @@ def _train_epoch(
     digest = hashlib.blake2b(digest_size=8)
     count = 0
     task.model.train()
-    for step, (start, end) in enumerate(_batch_bounds(len(shard), batch), start=first_step):
+    for step, (start, end) in enumerate(batch_bounds(len(shard), batch), start=first_step):
         idx = order[start:end]
         children = task.children(step)
         digest.update("|".join(_arch_key(c) for c in children).encode())
@@ -477,7 +460,7 @@ def _accumulate(
     return total
 
 
-def _average_gradients(model: nn.Module, comm: _LocalComm) -> None:
+def _average_gradients(model: nn.Module, comm: LocalComm) -> None:
     """Average the accumulated gradients over the workers: one all-reduce of one flat buffer per step.
 
     Every parameter takes part (zeros where this worker has no gradient) plus one presence flag per
@@ -524,7 +507,7 @@ def _weights_digest(model: nn.Module) -> int:
     return _digest_int(digest)
 
 
-def _gather_ints(value: int, comm: _LocalComm, device: torch.device) -> list[int]:
+def _gather_ints(value: int, comm: LocalComm, device: torch.device) -> list[int]:
     """``value`` of every rank, in rank order (``device``: where the process group expects tensors)."""
     if comm.world == 1:
         return [value]
@@ -533,15 +516,29 @@ def _gather_ints(value: int, comm: _LocalComm, device: torch.device) -> list[int
     return [int(t.item()) for t in gathered]
 
 
-def _check_resume_state(state: dict[str, Any], epochs: int) -> None:
-    missing = [key for key in _STATE_KEYS if key not in state]
-    if missing:
-        raise ValueError(
-            f"resume_state lacks {missing}; pass a state given to on_epoch (keys {list(_STATE_KEYS)})"
+def _fit_in_process(
+    make_task: Callable[[], _Task],
+    data: AlignmentDataset,
+    settings: SupernetSettings,
+    *,
+    device: str | None,
+    resume_state: dict[str, Any] | None,
+    on_epoch: OnEpoch | None,
+    tensorboard_dir: str | None = None,
+) -> dict[str, Any]:
+    """:func:`_fit` in this process (a world of one); the task is built under the run's thread count."""
+    device = device or ("cuda" if settings.use_gpu else "cpu")
+    with deterministic(settings.threads), _tensorboard(tensorboard_dir, resume_state) as board:
+        return _fit(
+            make_task(),
+            data,
+            settings,
+            comm=LocalComm(),
+            device=torch.device(device),
+            resume_state=resume_state,
+            on_epoch=on_epoch,
+            publish=board,
         )
-    epoch = state["epoch"]
-    if not _is_int(epoch) or not 1 <= epoch <= epochs:
-        raise ValueError(f"resume_state['epoch'] must be in [1, epochs={epochs}], but got {epoch!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,24 +608,19 @@ def train_supernet(
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
     """
-    device = device or ("cuda" if settings.use_gpu else "cpu")
-    with _deterministic(settings.threads), _tensorboard(tensorboard_dir, resume_state) as board:
-        return _fit(
-            _supernet_task(space, data, settings),
-            data,
-            settings,
-            comm=_LocalComm(),
-            device=torch.device(device),
-            resume_state=resume_state,
-            on_epoch=on_epoch,
-            publish=board,
-        )
+    return _fit_in_process(
+        lambda: _supernet_task(space, data, settings),
+        data,
+        settings,
+        device=device,
+        resume_state=resume_state,
+        on_epoch=on_epoch,
+        tensorboard_dir=tensorboard_dir,
+    )
 
 
 @contextlib.contextmanager
-def _tensorboard(
-    folder: str | None, resume_state: dict[str, Any] | None
-) -> Iterator[Callable[[dict[str, Any], dict[str, Any] | None], None] | None]:
+def _tensorboard(folder: str | None, resume_state: dict[str, Any] | None) -> Iterator[Publish | None]:
     """A ``publish`` hook writing the numeric metrics of each epoch as TensorBoard scalars (or None).
 
     On resume, ``purge_step`` makes TensorBoard drop what an interrupted run wrote after the saved epoch.
@@ -706,85 +698,28 @@ def train_supernet_distributed(
             holding ``diverged.txt``, so a retried trial stops at once instead of diverging again).
         ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={
-            "space": space,
-            "data_spec": dict(data_spec),
-            "settings": settings,
-            "on_epoch": on_epoch,
-            "tensorboard_dir": tensorboard_dir,
-            "fail_once": _fail_once,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=settings.num_workers,
-            use_gpu=settings.use_gpu,
-            resources_per_worker={"CPU": settings.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=2),
-            callbacks=_tune_callbacks(),
-        ),
-    )
-    result = trainer.fit()
-    metrics = dict(result.metrics or {})  # rank 0's report of the latest checkpoint
-    if not metrics or result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {name!r} in {storage_path} ended without reporting an epoch")
-    if "diverged" in metrics:
-        raise FloatingPointError(metrics["diverged"])
-    metrics["checkpoint_state"] = os.path.join(result.checkpoint.path, _STATE_FILE)
-    return metrics
+    config = {
+        "space": space,
+        "data_spec": dict(data_spec),
+        "settings": settings,
+        "on_epoch": on_epoch,
+        "tensorboard_dir": tensorboard_dir,
+        "fail_once": _fail_once,
+    }
+    return run_torch_trainer(_train_worker, config, settings, storage_path=storage_path, name=name)
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: load the data, resume from the run's checkpoint, train, report per epoch."""
-    import ray.train
-    import ray.train.torch
-
+    """One Ray Train worker: resume from the run's checkpoint, load the data, train, report per epoch."""
     from trainables.faces3d import load_alignment_dataset
 
     settings: SupernetSettings = config["settings"]
-    resume_state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            if os.path.exists(os.path.join(folder, _DIVERGED_FILE)):
-                return  # terminal: the driver reads the divergence from the checkpoint's metrics
-            resume_state = torch.load(os.path.join(folder, _STATE_FILE), map_location="cpu", weights_only=True)
 
-    device = ray.train.torch.get_device()
-    data = load_alignment_dataset(**config["data_spec"])
-    comm = _TorchDistComm(device) if torch.distributed.is_initialized() else _LocalComm()
-    fail_once = config["fail_once"]
-    board_dir = config["tensorboard_dir"] if comm.rank == 0 else None
-
-    with _deterministic(settings.threads), _tensorboard(board_dir, resume_state) as board:
-
-        def publish(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-            if fail_once is not None and (comm.rank, metrics["epoch"]) == tuple(fail_once[:2]):
-                if not os.path.exists(fail_once[2]):
-                    with open(fail_once[2], "w") as handle:
-                        json.dump(metrics, handle)
-                    raise RuntimeError(f"injected failure of rank {comm.rank} at epoch {metrics['epoch']}")
-            if comm.rank != 0:
-                ray.train.report(metrics)
-                return
-            with tempfile.TemporaryDirectory() as folder:
-                if "diverged" in metrics:  # a terminal checkpoint: a resumed run stops at once
-                    with open(os.path.join(folder, _DIVERGED_FILE), "w") as handle:
-                        handle.write(metrics["diverged"])
-                else:
-                    if board is not None:
-                        board(metrics, state)
-                    torch.save(state, os.path.join(folder, _STATE_FILE))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-        try:
+    def train(resume_state: dict[str, Any] | None, comm: LocalComm, device: torch.device) -> None:
+        data = load_alignment_dataset(**config["data_spec"])
+        board_dir = config["tensorboard_dir"] if comm.rank == 0 else None
+        with deterministic(settings.threads), _tensorboard(board_dir, resume_state) as board:
+            publish = _failing_once(make_publisher(comm, before_save=board), config["fail_once"], comm.rank)
             _fit(
                 _supernet_task(config["space"], data, settings),
                 data,
@@ -795,8 +730,24 @@ def _train_worker(config: dict[str, Any]) -> None:
                 on_epoch=config["on_epoch"],
                 publish=publish,
             )
-        except FloatingPointError:
-            return  # reported as a terminal checkpoint; raising would make Ray Train retry in vain
+
+    run_worker(train)
+
+
+def _failing_once(publish: Publish, fail_once: tuple[int, int, str] | None, rank: int) -> Publish:
+    """``publish`` behind the test hook ``_fail_once`` of :func:`train_supernet_distributed`."""
+    if fail_once is None:
+        return publish
+    when, marker = tuple(fail_once[:2]), fail_once[2]
+
+    def publish_or_fail(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if (rank, metrics["epoch"]) == when and not os.path.exists(marker):
+            with open(marker, "w") as handle:
+                json.dump(metrics, handle)
+            raise RuntimeError(f"injected failure of rank {rank} at epoch {metrics['epoch']}")
+        publish(metrics, state)
+
+    return publish_or_fail
 
 
 # --------------------------------------------------------------------------------------------------
@@ -825,6 +776,18 @@ def train_standalone(
         ``samples_per_s``, ``params`` (of the child), the digests, and from the test split ``test_nme``,
         ``nme_by_yaw`` (dict by yaw bin), ``nme_mean`` (mean of the bins), ``dense_nme`` and ``test_loss``.
     """
+    return _fit_in_process(
+        lambda: _standalone_task(arch, data, settings),
+        data,
+        settings,
+        device=device,
+        resume_state=resume_state,
+        on_epoch=on_epoch,
+    )
+
+
+def _standalone_task(arch: Any, data: AlignmentDataset, settings: SupernetSettings) -> _Task:
+    """The child alone (one arch-free pass a step), its validation per epoch and its test at the end."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=settings.channels)
@@ -845,21 +808,9 @@ def train_standalone(
             metrics.update(_split_metrics(preds["test"], data.test, data, weights, "test"))
         return metrics
 
-    task = _Task(
+    return _Task(
         model=child,
         children=lambda step: [None],
         evaluate=evaluate,
         params=sum(p.numel() for p in child.parameters()),
     )
-    device = device or ("cuda" if settings.use_gpu else "cpu")
-    with _deterministic(settings.threads):
-        return _fit(
-            task,
-            data,
-            settings,
-            comm=_LocalComm(),
-            device=torch.device(device),
-            resume_state=resume_state,
-            on_epoch=on_epoch,
-            publish=None,
-        )
