@@ -195,8 +195,15 @@ def _checkpoint_path(job: EvalJob, key: tuple) -> str:
 def _fit_in_process(
     arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str
 ) -> dict[str, Any]:
+    reported = False
+
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal reported
         save_state(state, checkpoint)
         tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
+        reported = True
 
-    return fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
+    final = fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
+    if not reported:  # killed after the last epoch's checkpoint, before the store had the result
+        tune.report({**final, **base, "cached": False, "status": "ok", "error": ""})
+    return final

@@ -99,20 +99,24 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
                 save_state(state["model"], weights_path)
         else:
             checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
+            reported = False
 
             def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+                nonlocal reported
                 save_state(state, checkpoint)
                 if state["epoch"] == settings.epochs:
                     save_state(state["model"], weights_path)
                 tune.report({**plain_metrics(metrics), **base})
+                reported = True
 
             final = train_supernet(
                 _space(job), _dataset(job.data), settings, on_epoch=on_epoch,
                 resume_state=load_state(checkpoint), tensorboard_dir=tensorboard,
             )
-            if not os.path.isfile(weights_path):  # resumed after the last epoch was checkpointed
-                state = load_state(checkpoint)
-                save_state(state["model"], weights_path)
+            if not reported:  # resumed after the last epoch was checkpointed: nothing trained now
+                if not os.path.isfile(weights_path):
+                    save_state(load_state(checkpoint)["model"], weights_path)
+                tune.report({**plain_metrics(final), **base})
     except FloatingPointError as exc:
         tune.report({"val_loss": math.nan, **base, "status": "failed", "error": str(exc)})
         return
@@ -180,9 +184,13 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
         job.storage_path, job.stage, "_checkpoints", f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
     )
 
+    reported = False
+
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal reported
         save_state(state, checkpoint)
         tune.report({**plain_metrics(metrics), **base, "cached": False})
+        reported = True
 
     started = time.perf_counter()
     try:
@@ -191,6 +199,8 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     except FloatingPointError as exc:
         tune.report({"val_nme": math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
+    if not reported:  # killed after the last epoch's checkpoint, before the store had the result
+        tune.report({**plain_metrics(final), **base, "cached": False})
     record(job.store, key=key, config={"arch": arch.to_dict(), "epochs": epochs, "training": job.settings},
            metrics=plain_metrics(final), started=started, run=job.run)
     if os.path.exists(checkpoint):
