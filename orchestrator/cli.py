@@ -74,10 +74,11 @@ def _execute(paths, config, *, address: str | None, dashboard: bool = False) -> 
 def _cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
     from orchestrator.experiment import prepare
-    from orchestrator.runtime import check_address
+    from orchestrator.runtime import check_address, check_dashboard
 
     config, raw = load_config(args.config, args.overrides)
     check_address(args.address)
+    check_dashboard(args.dashboard)
     paths = prepare(config, raw, storage=args.storage, name=args.name)
     print(f"run directory: {paths.root}")
     return _execute(paths, config, address=args.address, dashboard=args.dashboard)

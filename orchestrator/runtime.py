@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -9,7 +10,7 @@ import warnings
 
 from orchestrator.errors import UserError
 
-__all__ = ["NAMESPACE", "check_address", "start_ray", "stop_ray"]
+__all__ = ["NAMESPACE", "check_address", "check_dashboard", "start_ray", "stop_ray"]
 
 NAMESPACE = "facenas"
 
@@ -19,6 +20,12 @@ def check_address(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
+
+
+def check_dashboard(dashboard: bool) -> None:
+    """``--dashboard`` needs ray[default] (the ``dashboard`` extra); say so before anything is created."""
+    if dashboard and importlib.util.find_spec("aiohttp") is None:
+        raise UserError("--dashboard needs Ray's dashboard packages; install them with pip install 'facenas[dashboard]'")
 
 
 def _check_reachable(address: str) -> None:
@@ -62,6 +69,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
         except (ConnectionError, RuntimeError) as exc:
             raise UserError(f"cannot attach to the Ray cluster at {address}: {exc}".split("\n")[0]) from None
         return f"attached to Ray cluster at {address}"
+    check_dashboard(dashboard)
     cpus = num_cpus or os.cpu_count() or 1
     kwargs = dict(
         # "local" always starts a new Ray: without it ray.init() joins any cluster already running on

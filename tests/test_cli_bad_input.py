@@ -152,3 +152,14 @@ def test_local_runs_keep_ray_on_loopback(monkeypatch):
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # a cluster keeps its own addresses
     _loopback_only(_parser().parse_args(["run", "c.yaml"]))
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+def test_dashboard_without_its_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    storage = tmp_path / "runs"
+    code, lines = _run(["run", str(_write(tmp_path, GOOD)), "--storage", str(storage), "--dashboard"], capsys)
+    assert code == 2 and "facenas[dashboard]" in lines[0]
+    assert not storage.exists()
