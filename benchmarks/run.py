@@ -633,5 +633,24 @@ def macro_micro_ri(quick: bool) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------------------------
+# Benchmarks kept in their own modules: loaded by path (as this script is run; benchmarks/ is not an
+# installed package), each registering here through its install(register, ...).
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_sibling(stem: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"facenas_benchmarks_{stem}", Path(__file__).with_name(f"{stem}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_sibling("monas_bench").install(register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env)
+
+
 if __name__ == "__main__":
     sys.exit(main())

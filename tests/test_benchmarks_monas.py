@@ -1,0 +1,188 @@
+"""benchmarks/monas_bench.py: registration in run.py's registry, result shape, the timing arithmetic.
+
+Fast tests train nothing or one tiny supernet; the two that start Ray are marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = {"oneshot_eval_throughput", "mnus_step_overhead", "train_scaling_2w"}
+TINY_DATA = {"name": "faces3d", "image_size": 32, "n_train": 32, "n_val": 6, "n_test": 3, "seed": 0}
+
+
+def _load(stem: str, name: str) -> Any:
+    # By path: benchmarks/ is a folder of scripts, not an installed package.
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench() -> Any:
+    return _load("run", "facenas_benchmarks_run_under_test")
+
+
+@pytest.fixture
+def monas() -> Any:
+    return _load("monas_bench", "facenas_benchmarks_monas_under_test")
+
+
+def _hooks(monas: Any, bench: Any | None = None) -> Any:
+    if bench is None:
+        return monas.Hooks(two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None)
+    return monas.Hooks(two_node_cluster=bench._two_node_cluster, progress=bench._progress, ray_env=bench._ray_env)
+
+
+# -- registration --------------------------------------------------------------------------------------
+
+
+def test_run_py_registers_the_three_monas_benchmarks(bench):
+    assert NAMES <= set(bench.BENCHMARKS)
+    for name in NAMES:
+        fn = bench.BENCHMARKS[name]
+        assert callable(fn) and fn.__name__ == name  # run.py's duplicate message names the function
+
+
+def test_a_second_install_raises_and_adds_nothing(bench, monas):
+    before = dict(bench.BENCHMARKS)
+    with pytest.raises(ValueError, match="'oneshot_eval_throughput' is already registered"):
+        monas.install(bench.register, two_node_cluster=bench._two_node_cluster, progress=bench._progress,
+                      ray_env=bench._ray_env)  # fmt: skip
+    assert bench.BENCHMARKS == before
+
+
+def test_install_into_an_empty_registry_adds_exactly_the_three(monas):
+    registry: dict[str, Any] = {}
+
+    def register(name: str):
+        def add(fn):
+            registry[name] = fn
+            return fn
+
+        return add
+
+    monas.install(register, two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None)
+    assert set(registry) == NAMES == set(monas.NAMES)
+
+
+def test_cli_lists_the_monas_names_for_an_unknown_one(tmp_path):
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--only", "nope", "--out", str(tmp_path / "o.json")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert all(name in proc.stderr for name in NAMES)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def test_trial_timings_from_results_and_store_rows(monas, tmp_path):
+    # One actor (pid 7): trials end at 10, 12, 15 after 3, 1.5 and 2 s; another (pid 8) ends at 14 after 4 s.
+    trials = [("a", 7, 10.0, 3.0), ("b", 7, 12.0, 1.5), ("c", 7, 15.0, 2.0), ("d", 8, 14.0, 4.0)]
+    for i, (key, pid, _end, seconds) in enumerate(trials):
+        folder = tmp_path / f"trial_{i:04d}_x"
+        folder.mkdir()
+        rows = [{"arch_key": key, "time_total_s": seconds / 2, "pid": pid},
+                {"arch_key": key, "time_total_s": seconds, "pid": pid}]  # fmt: skip
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stored = [{"arch_key": key, "created_at": end} for key, _pid, end, _s in trials]
+    t = monas._trial_timings(tmp_path, stored)
+    assert t["span_s"] == pytest.approx(15.0 - 7.0)  # first start: 10 - 3
+    assert t["first_trial_s"] == pytest.approx(3.0)
+    assert t["steady_interval_s"] == pytest.approx(2.5)  # pid 7: 12-10, 15-12
+    assert t["steady_trial_s"] == pytest.approx(1.75)
+    assert t["steady_gap_s"] == pytest.approx(0.75)  # starts 10.5 and 13: gaps 0.5 and 1.0
+    assert t["processes"] == 2
+
+
+def test_trial_timings_without_trials_raises(monas, tmp_path):
+    with pytest.raises(RuntimeError, match="no finished trial"):
+        monas._trial_timings(tmp_path, [])
+
+
+def test_bare_loop_thread_runs_at_the_given_niceness_and_leaves_the_caller_alone(monas):
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller = niceness()
+    assert monas._at_niceness(max(caller, 15), niceness) == max(caller, 15)
+    assert niceness() == caller
+    with pytest.raises(KeyError, match="boom"):
+        monas._at_niceness(15, lambda: {}["boom"])
+
+
+def test_children_are_distinct_and_the_same_every_time(monas):
+    space = monas._space()
+    first = monas._distinct_children(space, 24, seed=0)
+    assert len({a.key() for a in first}) == 24
+    assert [a.key() for a in first] == [a.key() for a in monas._distinct_children(space, 24, seed=0)]
+
+
+def test_epoch_figures_are_read_from_the_checkpoints(monas, tmp_path):
+    import torch
+
+    for epoch, rate in ((1, 10.0), (2, 30.0)):
+        folder = tmp_path / f"checkpoint_{epoch}"
+        folder.mkdir()
+        torch.save({"epoch": epoch, "metrics": {"epoch": epoch, "samples_per_s": rate}}, folder / "state.pt")
+    assert monas._epoch_samples_per_s(tmp_path) == {1: 10.0, 2: 30.0}
+
+
+# -- a tiny run: the contract's shape -------------------------------------------------------------------
+
+
+def test_mnus_step_overhead_tiny_run_has_the_contract_shape(bench, monas, monkeypatch):
+    monkeypatch.setattr(monas, "_DATA", TINY_DATA)
+    monkeypatch.setitem(monas._SIZES, "mnus_step_overhead", ({"repeats": 1, "n_train": 32},) * 2)
+    calls: list[str] = []
+    hooks = monas.Hooks(two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: calls.append("env"))
+    result = bench._check_result("mnus_step_overhead", monas.mnus_step_overhead(True, hooks=hooks))
+    assert calls  # Ray's environment is set before the benchmark's imports can import Ray
+    assert result["unit"] == "ratio" and result["goal"] == 0.7
+    assert result["value"] > 0 and result["holds"] == (result["value"] >= 0.7)
+    detail = result["detail"]
+    assert detail["ratio_one_child"] > 0 and len(detail["rounds"]) == 1
+    assert len(detail["children_params"]) == 4 and detail["gpu"].startswith("not measured")
+    json.dumps(result, allow_nan=False)
+
+
+# -- with Ray (slow) -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_oneshot_eval_throughput_tiny_run(bench, monas, monkeypatch):
+    monkeypatch.setattr(monas, "_DATA", TINY_DATA)
+    monkeypatch.setitem(monas._SIZES, "oneshot_eval_throughput", ({"children": 3},) * 2)
+    raw = monas.oneshot_eval_throughput(True, hooks=_hooks(monas, bench))
+    result = bench._check_result("oneshot_eval_throughput", raw)
+    detail = result["detail"]
+    assert result["value"] > 0 and detail["trials_done"] == 3 and detail["cached"] == 0
+    assert detail["scores_agree"] is True and detail["trial_processes"] == 1
+    assert detail["orchestrator_span_s"] <= detail["stage_s"]
+
+
+@pytest.mark.slow
+def test_train_scaling_2w_tiny_run_places_two_workers_on_two_nodes(bench, monas, monkeypatch):
+    monkeypatch.setattr(monas, "_DATA", TINY_DATA)
+    monkeypatch.setitem(monas._SIZES, "train_scaling_2w", ({"n_train": 64, "epochs": 2, "order": (1, 2)},) * 2)
+    result = bench._check_result("train_scaling_2w", monas.train_scaling_2w(True, hooks=_hooks(monas, bench)))
+    detail = result["detail"]
+    assert result["value"] > 0 and detail["one_worker_per_node"] is True
+    two = next(r for r in detail["runs"] if r["workers"] == 2)
+    assert two["worker_nodes"] == ["head", "worker"] and two["weights_identical"] is True
+    assert set(two["samples_per_s_by_epoch"]) == {"1", "2"}
