@@ -221,6 +221,11 @@ def _ray_env() -> None:
         os.environ.setdefault(key, value)
 
 
+# Ray reads some of these when it is first imported (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER decides whether
+# 127.0.0.1 stays 127.0.0.1): set them as soon as this module loads, so no benchmark can import Ray first.
+_ray_env()
+
+
 @contextlib.contextmanager
 def _local_ray(num_cpus: int) -> Iterator[None]:
     """A private local Ray on 127.0.0.1 for one benchmark, shut down afterwards."""
@@ -232,6 +237,7 @@ def _local_ray(num_cpus: int) -> Iterator[None]:
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; benchmarks start their own Ray")
     ray.init(
+        address="local",  # never join a Ray that happens to run on this machine
         num_cpus=num_cpus,
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
