@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import math
 import os
 import statistics
@@ -62,6 +61,7 @@ class Hooks(NamedTuple):
     two_node_cluster: Callable[[], contextlib.AbstractContextManager[Any]]
     progress: Callable[[str, str], None]  # progress(name, text) -> stderr
     ray_env: Callable[[], None]  # Ray's environment variables (auth off, ...); call before importing ray
+    local_ray: Callable[[int], contextlib.AbstractContextManager[Any]]  # a fresh local Ray with N CPUs
 
 
 Registrar = Callable[[str], Callable[[Callable[[bool], dict[str, Any]]], Any]]
@@ -73,18 +73,19 @@ def install(
     two_node_cluster: Callable[[], contextlib.AbstractContextManager[Any]],
     progress: Callable[[str, str], None],
     ray_env: Callable[[], None],
+    local_ray: Callable[[int], contextlib.AbstractContextManager[Any]],
 ) -> None:
     """Register the three MONAS benchmarks with ``register`` (``run.py``'s, which refuses duplicates).
 
     Args:
         register: ``register(name)(fn)`` adds ``fn(quick) -> dict`` under ``name``.
-        two_node_cluster, progress, ray_env: ``run.py``'s helpers (see :class:`Hooks`).
+        two_node_cluster, progress, ray_env, local_ray: ``run.py``'s helpers (see :class:`Hooks`).
 
     Raises:
         ValueError: (from ``register``) a name is taken, e.g. when installed twice (then the first name
             already fails, and nothing is added).
     """
-    hooks = Hooks(two_node_cluster=two_node_cluster, progress=progress, ray_env=ray_env)
+    hooks = Hooks(two_node_cluster=two_node_cluster, progress=progress, ray_env=ray_env, local_ray=local_ray)
     for name, fn in zip(NAMES, (oneshot_eval_throughput, mnus_step_overhead, train_scaling_2w)):
         register(name)(functools.update_wrapper(functools.partial(fn, hooks=hooks), fn))
 
@@ -92,30 +93,6 @@ def install(
 # --------------------------------------------------------------------------------------------------
 # Shared
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _local_ray(num_cpus: int, hooks: Hooks) -> Iterator[None]:
-    """A new local Ray on 127.0.0.1 (``address="local"``: never one that happens to run here)."""
-    hooks.ray_env()
-    import ray
-
-    if ray.is_initialized():
-        raise RuntimeError("Ray is already initialised in this process; benchmarks start their own Ray")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        namespace="facenas-bench",
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-        object_store_memory=200 * 1024**2,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -219,7 +196,7 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
                     seconds.append(time.perf_counter() - began)
             return seconds
 
-        with _local_ray(1, hooks):
+        with hooks.local_ray(1):
             hooks.progress(name, f"bare loop over {n_children} children (1 thread)")
             bare = [_at_niceness(_ray_worker_niceness(), bare_pass)]
             store = StoreClient.start(str(Path(tmp) / "store"), namespace="facenas-bench")

@@ -655,7 +655,9 @@ def _load_sibling(stem: str) -> Any:
     return module
 
 
-_load_sibling("monas_bench").install(register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env)
+_load_sibling("monas_bench").install(
+    register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env, local_ray=_local_ray
+)
 
 
 if __name__ == "__main__":
