@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from search_algos.spaces.base import Architecture, InvalidArchitecture, SearchSpace
+from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
 from search_algos.spaces.global_space import GlobalArch, GlobalSpace, count_params, layer_plan
 from search_algos.spaces.multipath import MultipathArch, MultipathSpace
 from search_algos.spaces.registry import Registry, UnknownNameError
@@ -13,6 +14,10 @@ from search_algos.spaces.registry import Registry, UnknownNameError
 __all__ = [
     "SPACES",
     "Architecture",
+    "DetectorArch",
+    "DetectorHpoSpace",
+    "DetectorNasSpace",
+    "HpoConfig",
     "GlobalArch",
     "GlobalSpace",
     "InvalidArchitecture",
@@ -31,10 +36,14 @@ __all__ = [
 SPACES: Registry[type[SearchSpace]] = Registry("space")
 SPACES.register("global", GlobalSpace)
 SPACES.register("multipath", MultipathSpace)
+SPACES.register("detector_hpo", DetectorHpoSpace)
+SPACES.register("detector_nas", DetectorNasSpace)
 # Encodings by space name: decoding needs no bounds (a stored arch stays readable when bounds change).
 ARCHS: Registry[type] = Registry("architecture encoding")
 ARCHS.register("global", GlobalArch)
 ARCHS.register("multipath", MultipathArch)
+ARCHS.register("detector_hpo", HpoConfig)
+ARCHS.register("detector_nas", DetectorArch)
 
 
 def decode_arch(space: str, text: str | dict[str, Any]) -> Architecture:
