@@ -10,6 +10,7 @@ from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, Detecto
 from search_algos.spaces.global_space import GlobalArch, GlobalSpace, count_params, layer_plan
 from search_algos.spaces.multipath import MultipathArch, MultipathSpace
 from search_algos.spaces.registry import Registry, UnknownNameError
+from search_algos.spaces.rnas import RnasGenotype, RnasSpace
 
 __all__ = [
     "SPACES",
@@ -24,6 +25,8 @@ __all__ = [
     "MultipathArch",
     "MultipathSpace",
     "Registry",
+    "RnasGenotype",
+    "RnasSpace",
     "SearchSpace",
     "UnknownNameError",
     "ARCHS",
@@ -36,12 +39,14 @@ __all__ = [
 SPACES: Registry[type[SearchSpace]] = Registry("space")
 SPACES.register("global", GlobalSpace)
 SPACES.register("multipath", MultipathSpace)
+SPACES.register("rnas", RnasSpace)
 SPACES.register("detector_hpo", DetectorHpoSpace)
 SPACES.register("detector_nas", DetectorNasSpace)
 # Encodings by space name: decoding needs no bounds (a stored arch stays readable when bounds change).
 ARCHS: Registry[type] = Registry("architecture encoding")
 ARCHS.register("global", GlobalArch)
 ARCHS.register("multipath", MultipathArch)
+ARCHS.register("rnas", RnasGenotype)
 ARCHS.register("detector_hpo", HpoConfig)
 ARCHS.register("detector_nas", DetectorArch)
 
