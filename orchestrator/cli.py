@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write RUN_DIR/report.html")
     report.add_argument("run_dir")
+
+    export = sub.add_parser("export", help="write the best architecture as a standalone TorchScript file")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="file to write, e.g. model.pt")
     return p
 
 
@@ -118,7 +122,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report}
+def _cmd_export(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import open_run
+    from orchestrator.export import export_best
+
+    paths, config, _raw = open_run(args.run_dir)
+    done = export_best(paths, config, args.out)
+    print(f"exported {done.summary} to {done.path} (TorchScript: torch.jit.load, no facenas needed)")
+    print(f"  input {tuple(done.input_shape)} -> output {tuple(done.output_shape)}; details in its extra file facenas.json")
+    if done.weights is not None:
+        print(f"  weights: trained, from {done.weights}")
+    else:
+        print("  weights: FRESHLY INITIALISED: the run kept no trained weights for this evaluation "
+              "(served from the benchmark store, or trained before weights were kept); the file has the "
+              "architecture, not the trained network")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report, "export": _cmd_export,
+}
 
 
 def _loopback_only(args: argparse.Namespace) -> None:

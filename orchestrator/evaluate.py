@@ -28,11 +28,14 @@ __all__ = [
     "EvalJob",
     "cached_dataset",
     "evaluate_candidate",
+    "keep_final_weights",
     "load_state",
     "lookup_same_protocol",
     "plain_metrics",
+    "prune_weights",
     "record",
     "save_state",
+    "weights_path",
 ]
 
 _DATA_CACHE: dict[str, Any] = {}
@@ -175,11 +178,38 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     metrics = plain_metrics(final)
     config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": job.training}
     record(job.store, key=key, config=config_row, metrics=metrics, started=started, run=job.run)
-    checkpoint = _checkpoint_path(job, key)
-    if os.path.exists(checkpoint):  # the store holds the result now; the checkpoint has served
-        os.remove(checkpoint)
+    # The store holds the result now; the checkpoint has served. Its weights stay for `facenas export`.
+    keep_final_weights(_checkpoint_path(job, key), weights_path(job.storage_path, job.stage, arch.key(), epochs))
     if settings.num_workers > 1:  # in-process training already reported every epoch
         tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
+
+
+def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int) -> str:
+    """Where an evaluation's final weights are kept: ``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``.
+
+    Read by ``facenas export``; at the end of a stage only its best evaluation's file is kept
+    (:func:`prune_weights`).
+    """
+    return os.path.join(run_dir, stage, "weights", f"{arch_key}-e{epochs}.pt")
+
+
+def keep_final_weights(checkpoint: str, target: str) -> None:
+    """Keep the model weights of a finished training (state dict only) and drop its checkpoint."""
+    state = load_state(checkpoint)
+    if state is not None and "model" in state:
+        save_state(state["model"], target)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+
+
+def prune_weights(stage_dir: str, keep: set[str]) -> None:
+    """Delete the kept weights of a stage except the files named in ``keep`` (basenames)."""
+    folder = os.path.join(stage_dir, "weights")
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name not in keep:
+            os.remove(os.path.join(folder, name))
 
 
 def _checkpoint_path(job: EvalJob, key: tuple) -> str:

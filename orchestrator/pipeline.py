@@ -19,8 +19,10 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from orchestrator.evaluate import evaluate_candidate
-from orchestrator.results import RESULT_COLUMNS, rows_from_result_grid, write_json_atomic, write_parquet_atomic
+from orchestrator.evaluate import evaluate_candidate, prune_weights, weights_path
+from orchestrator.results import (
+    RESULT_COLUMNS, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
+)
 from search_algos.base import ArchSearcher
 
 __all__ = ["ProgressPrinter", "Stage", "StageOutcome", "run_stage"]
@@ -204,9 +206,22 @@ def run_stage(
             searcher.restore(str(state))
         summary = searcher.summary()
     seconds = time.perf_counter() - started
+    _keep_best_weights(exp_dir, frame, mode)
     write_parquet_atomic(frame, exp_dir / _EVALS)
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
     return StageOutcome(stage.name, frame, summary, seconds)
+
+
+_KEEP_ALL_WEIGHTS = 4  # a stage this small (retraining the winners) keeps every trained network
+
+
+def _keep_best_weights(exp_dir: Path, frame: pd.DataFrame, mode: str) -> None:
+    """Final weights kept by the trials (``<stage>/weights``): the stage's best only, for ``facenas export``."""
+    if len(frame) <= _KEEP_ALL_WEIGHTS:
+        return
+    best = pick_best(frame, mode=mode)
+    keep = {os.path.basename(weights_path("", "", best["arch_key"], int(best["epochs"])))} if best else set()
+    prune_weights(str(exp_dir), keep)
 
 
 def stage_state(run_dir: Path, name: str) -> str:
