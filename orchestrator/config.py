@@ -30,6 +30,7 @@ from search_algos.spaces import GlobalSpace
 
 __all__ = [
     "DataConfig",
+    "DetectionDataConfig",
     "ExperimentConfig",
     "GlobalSpaceConfig",
     "MacroMicroSearcherConfig",
@@ -104,13 +105,49 @@ class AlignmentDataConfig(_Section):
         return kwargs
 
 
+class DetectionDataConfig(_Section):
+    """A face-detection domain (HyperFD): LFW faces on photographs with one domain's shift, split 6:1:3."""
+
+    dataset: Literal["detection"] = "detection"
+    domain: str = "plain"
+    seed: int = Field(0, ge=0)
+    image_size: int = Field(64, ge=32, le=256)
+    n_images: int = Field(200, ge=10)
+
+    @field_validator("domain")
+    @classmethod
+    def _known_domain(cls, name: str) -> str:
+        from trainables.detection_data import domain_names
+
+        if name not in domain_names():
+            raise ValueError(f"unknown detection domain {name!r}; valid domains: {', '.join(domain_names())}")
+        return name
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``trainables.detection_data.load_detection_domain``."""
+        kwargs = self.model_dump()
+        kwargs.pop("dataset")
+        return kwargs
+
+
 def _data_kind(value: Any) -> str:
     dataset = value.get("dataset") if isinstance(value, dict) else getattr(value, "dataset", None)
+    if dataset == "detection":
+        return "detection"
     return "alignment" if dataset in ALIGNMENT_DATASETS else "classification"
 
 
+_DATA_MODELS: dict[str, type[_Section]] = {
+    "classification": DataConfig,
+    "alignment": AlignmentDataConfig,
+    "detection": DetectionDataConfig,
+}
 DataSection = Annotated[
-    Union[Annotated[DataConfig, Tag("classification")], Annotated[AlignmentDataConfig, Tag("alignment")]],
+    Union[
+        Annotated[DataConfig, Tag("classification")],
+        Annotated[AlignmentDataConfig, Tag("alignment")],
+        Annotated[DetectionDataConfig, Tag("detection")],
+    ],
     Discriminator(_data_kind),
 ]
 
@@ -285,6 +322,11 @@ class ExperimentConfig(_Section):
                     "searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
                     f"({', '.join(ALIGNMENT_DATASETS)}), got space {self.space.name!r}, dataset {self.data.dataset!r}"
                 )
+        elif isinstance(self.data, DetectionDataConfig):
+            raise ValueError(
+                f"dataset 'detection' needs a face-detection searcher (HyperFD); searcher {self.searcher.name!r} "
+                "trains classifiers: pick another dataset"
+            )
         elif self.space.name != "global" or alignment:
             raise ValueError(
                 f"searcher {self.searcher.name!r} needs space.name: global and a classification dataset, "
@@ -354,7 +396,7 @@ def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
     if loc[0] == "searcher":
         model = _SEARCHER_MODELS.get(section.get("name", "random"))
     elif loc[0] == "data":
-        model = AlignmentDataConfig if _data_kind(section) == "alignment" else DataConfig
+        model = _DATA_MODELS[_data_kind(section)]
     elif loc[0] == "space":
         model = MultipathSpaceConfig if _space_kind(section) == "multipath" else GlobalSpaceConfig
     if model is None:

@@ -260,3 +260,24 @@ def test_cluster_subsets_bad_arguments():
     with pytest.raises(DatasetError, match="min_images <= max_images"):
         cluster_subsets(ds, min_images=50, max_images=10)
     assert set(CLUSTERINGS) >= {"kmeans", "pca_kmeans", "agglomerative", "birch", "dbscan"}
+
+
+# -- config ------------------------------------------------------------------------------------------
+
+
+def test_detection_data_config_names_a_domain():
+    from pydantic import TypeAdapter
+
+    from orchestrator.config import DataSection, DetectionDataConfig, parse_config
+    from orchestrator.errors import UserError
+
+    section = TypeAdapter(DataSection).validate_python({"dataset": "detection", "domain": "blur", "seed": 3})
+    assert isinstance(section, DetectionDataConfig)
+    assert section.loader_kwargs() == {"domain": "blur", "seed": 3, "image_size": 64, "n_images": 200}
+    assert load_detection_domain(**(section.loader_kwargs() | {"n_images": _N})).domain == "blur"
+    with pytest.raises(UserError, match="unknown detection domain 'nope'; valid domains: anime"):
+        parse_config({"data": {"dataset": "detection", "domain": "nope"}})
+    with pytest.raises(UserError, match="unknown key; valid keys: dataset, domain, seed, image_size, n_images"):
+        parse_config({"data": {"dataset": "detection", "domian": "blur"}})
+    with pytest.raises(UserError, match="dataset 'detection' needs a face-detection searcher"):
+        parse_config({"data": {"dataset": "detection", "domain": "blur"}})
