@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -203,6 +203,7 @@ class RandomSearcherConfig(_Section):
     name: Literal["random"] = "random"
     num_samples: int = Field(12, ge=1)
     epochs: int = Field(3, ge=1)
+    tunable: ClassVar[bool] = True  # its trials train for `epochs` and report each: `scheduler` and `hpo` apply
 
 
 class MacroMicroSearcherConfig(_Section):
@@ -291,6 +292,26 @@ class TrainingConfig(_Section):
     use_gpu: bool = False
 
 
+class SchedulerConfig(_Section):
+    """A Ray Tune trial scheduler for the stages it applies to (``orchestrator.hpo``)."""
+
+    name: Literal["none", "asha", "hyperband", "pbt"] = "none"
+    grace_period: int = Field(1, ge=1)  # epochs a trial trains before ASHA may stop it
+    reduction_factor: float = Field(3.0, ge=2)
+    brackets: int = Field(1, ge=1)
+    max_t: int | None = Field(None, ge=1)  # default: the stage's epochs
+
+    @model_validator(mode="after")
+    def _check(self) -> SchedulerConfig:
+        if self.name == "pbt":
+            raise ValueError(
+                "pbt does not apply to facenas stages: PBT continues a trial from another trial's Tune "
+                "checkpoint with mutated hyper-parameters, but candidates resume only their own training; "
+                "use asha or hyperband (and `hpo` for hyper-parameters)"
+            )
+        return self
+
+
 class ResourcesConfig(_Section):
     """What each trial reserves and how many run at once."""
 
@@ -312,6 +333,29 @@ class ExperimentConfig(_Section):
     searcher: SearcherConfig = RandomSearcherConfig()
     training: TrainingConfig = TrainingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    hpo: dict[str, Any] = Field(default_factory=dict)  # training key -> [kind, ...]; see orchestrator.hpo
+
+    @field_validator("hpo")
+    @classmethod
+    def _hpo(cls, space: dict[str, Any]) -> dict[str, Any]:
+        from orchestrator.hpo import hpo_problems
+
+        problems = hpo_problems(space)
+        if problems:
+            raise ValueError("; ".join(p.removeprefix("hpo.") for p in problems))
+        return space
+
+    @model_validator(mode="after")
+    def _tuning(self) -> ExperimentConfig:
+        asked = [key for key, on in (("scheduler", self.scheduler.name != "none"), ("hpo", bool(self.hpo))) if on]
+        if asked and not getattr(type(self.searcher), "tunable", False):
+            raise ValueError(
+                f"{' and '.join(asked)} {'apply' if len(asked) > 1 else 'applies'} only to searchers whose trials "
+                f"train for several epochs and report each (random); searcher {self.searcher.name!r} is not one: "
+                f"remove {' and '.join(asked)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _compatible(self) -> ExperimentConfig:

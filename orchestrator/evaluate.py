@@ -21,6 +21,7 @@ import torch
 from ray import tune
 
 from search_algos.spaces import decode_arch
+from search_algos.spaces.base import stable_key
 from trainables.candidate import TrainSettings, fit_candidate, fit_candidate_distributed
 from trainables.datasets import ImageDataset, load_dataset
 
@@ -124,8 +125,8 @@ def record(store: Any, *, key: tuple, config: dict[str, Any], metrics: dict[str,
 # -- candidates of the global space -------------------------------------------------------------------
 
 
-def _settings(job: EvalJob, epochs: int) -> TrainSettings:
-    t = job.training
+def _settings(job: EvalJob, epochs: int, training: dict[str, Any]) -> TrainSettings:
+    t = training
     return TrainSettings(
         epochs=epochs,
         batch_size=t["batch_size"],
@@ -154,13 +155,23 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         "stage": job.stage,
     }
     key = (job.space, arch.key(), data.dataset_id, epochs, job.seed)
-    hit = lookup_same_protocol(job.store, key, job.training)
+    # Hyper-parameters drawn for this trial (config `hpo`, orchestrator.hpo) replace the stage's protocol.
+    training = {**job.training, **config.get("hpo", {})}
+    hit = lookup_same_protocol(job.store, key, training)
     if hit is not None:
         tune.report({**hit["metrics"], **base, "cached": True, "status": "ok", "error": ""})
         return
 
-    settings = _settings(job, epochs)
+    settings = _settings(job, epochs, training)
     started = time.perf_counter()
+    checkpoint = _checkpoint_path(job, key, config.get("hpo"))
+
+    def finish(final: dict[str, Any]) -> None:
+        config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": training}
+        record(job.store, key=key, config=config_row, metrics=plain_metrics(final), started=started, run=job.run)
+        # The store holds the result now; the checkpoint has served. Its weights stay for `facenas export`.
+        keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
+
     try:
         if settings.num_workers > 1:
             final = fit_candidate_distributed(
@@ -171,17 +182,13 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
                 name=f"{job.stage}-{trial_id}",
             )
         else:
-            final = _fit_in_process(arch, data, settings, base, _checkpoint_path(job, key))
+            _fit_in_process(arch, data, settings, base, checkpoint, finish)
+            return
     except FloatingPointError as exc:  # divergence: a normal event, reported as a failed evaluation
         tune.report({job.metric: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
-    metrics = plain_metrics(final)
-    config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": job.training}
-    record(job.store, key=key, config=config_row, metrics=metrics, started=started, run=job.run)
-    # The store holds the result now; the checkpoint has served. Its weights stay for `facenas export`.
-    keep_final_weights(_checkpoint_path(job, key), weights_path(job.storage_path, job.stage, arch.key(), epochs))
-    if settings.num_workers > 1:  # in-process training already reported every epoch
-        tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
+    finish(final)
+    tune.report({**plain_metrics(final), **base, "cached": False, "status": "ok", "error": ""})
 
 
 def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int) -> str:
@@ -212,28 +219,39 @@ def prune_weights(stage_dir: str, keep: set[str]) -> None:
             os.remove(os.path.join(folder, name))
 
 
-def _checkpoint_path(job: EvalJob, key: tuple) -> str:
+def _checkpoint_path(job: EvalJob, key: tuple, hpo: dict[str, Any] | None = None) -> str:
     # Keyed by the evaluation, not the trial: a trial re-created after a driver crash (new trial id)
     # or retried on another node (shared storage) continues the same evaluation from its last epoch.
     # Tune's own trial checkpoints are not used: after a driver SIGKILL its experiment state can point
     # at a checkpoint that `num_to_keep` already deleted.
     space, arch_key, dataset_id, fidelity, seed = key
     name = f"{space}-{arch_key}-{dataset_id}-e{fidelity}-s{seed}.pt"
+    if hpo:  # the same network trained with other hyper-parameters is another evaluation
+        name = name.replace(".pt", f"-h{stable_key(hpo)[:8]}.pt")
     return os.path.join(job.storage_path, job.stage, "_checkpoints", name)
 
 
 def _fit_in_process(
-    arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str
+    arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str,
+    finish: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
+    """Train with a checkpoint and a report every epoch; ``finish(final)`` runs before the last report.
+
+    The result is durable (store, kept weights) before the final report because a scheduler may stop
+    the trial at that report (ASHA stops every trial that reaches ``max_t``).
+    """
     reported = False
 
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         nonlocal reported
         save_state(state, checkpoint)
+        if metrics["epoch"] == settings.epochs:
+            finish(metrics)
         tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
         reported = True
 
     final = fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
     if not reported:  # killed after the last epoch's checkpoint, before the store had the result
+        finish(final)
         tune.report({**final, **base, "cached": False, "status": "ok", "error": ""})
     return final

@@ -155,6 +155,7 @@ def _random_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any)
         ),
         job=job_for("search"),
         total=lambda _earlier: s.num_samples,
+        tunable=True,
     )
     return _Pipeline([stage], "search")
 
@@ -272,6 +273,8 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
             mode=config.mode,
             resources=config.resources.model_dump(),
             training=config.training.model_dump(),
+            scheduler=config.scheduler.model_dump(),
+            hpo=config.hpo,
         )
     frame = pd.concat([o.frame for o in outcomes.values()], ignore_index=True)[list(RESULT_COLUMNS)]
     write_parquet_atomic(frame, paths.results)

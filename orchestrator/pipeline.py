@@ -9,7 +9,9 @@ written (DESIGN.md §3, Contracts).
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,8 @@ class Stage:
         config: the trial config of a stage without a searcher.
         resources: overrides of the trial's resources (``{"cpu": ..., "gpu": ...}``).
         metric, mode: the stage's own reported value, when not the experiment's (a supernet's loss).
+        tunable: trials train a candidate for several epochs and report each, and the searcher accepts
+            trials stopped early: the config's ``scheduler`` and ``hpo`` apply (``orchestrator.hpo``).
     """
 
     name: str
@@ -67,6 +71,7 @@ class Stage:
     resources: dict[str, float] | None = None
     metric: str | None = None
     mode: str | None = None
+    tunable: bool = False
 
 
 class ProgressPrinter(tune.Callback):
@@ -86,13 +91,16 @@ class ProgressPrinter(tune.Callback):
         value = r.get(self.metric)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         arch = _summary_of(r.get("arch") or trial.config.get("arch")) if (r.get("arch") or trial.config.get("arch")) else str(r.get("arch_key", ""))
-        if r.get("status") == "failed" or value is None or value != value:
-            self._line(f"trial {count} {arch}  FAILED: {r.get('error', 'no result')}")
+        if r.get("status") == "failed" or not _finite(value):  # NaN or +-inf is a failed evaluation
+            reason = r.get("error") or (f"{self.metric} is not finite" if value is not None else "no result")
+            self._line(f"trial {count} {arch}  FAILED: {reason}")
             return
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if better:
             self.best = value
         cached = " (cached)" if r.get("cached") else ""
+        if r.get("epoch") and r.get("epochs") and r["epoch"] < r["epochs"]:  # a scheduler (ASHA) stopped it
+            cached += f" (stopped early at epoch {int(r['epoch'])})"
         self._line(
             f"trial {count} {arch}  {self.metric}={value:.2f}{cached}  best={self.best:.2f}"
             f"  params={int(r.get('params', 0)):,}  epochs={r.get('epochs')}"
@@ -100,8 +108,22 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
-        error = str(getattr(trial, "error_msg", None) or "error").strip().splitlines()
-        self._line(f"trial {self.done} {_summary_of(trial.config.get('arch'))}  FAILED: {error[-1] if error else ''}")
+        count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+        self._line(f"trial {count} {_summary_of(trial.config.get('arch'))}  FAILED: {_error_line(trial)}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of the trial's error (Tune's text file: the exception type and message)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # a progress line must never break the run
+        text = ""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial raised (see its error.txt)"
 
 
 def _summary_of(arch_json: Any) -> str:
@@ -149,8 +171,13 @@ def run_stage(
     mode: str,
     resources: dict[str, Any],
     training: dict[str, Any],
+    scheduler: dict[str, Any] | None = None,
+    hpo: dict[str, Any] | None = None,
 ) -> StageOutcome:
-    """Run, continue or skip ``stage``; returns its outcome (evaluations and searcher summary)."""
+    """Run, continue or skip ``stage``; returns its outcome (evaluations and searcher summary).
+
+    ``scheduler`` (the config section) and ``hpo`` (training key -> distribution) apply to tunable stages.
+    """
     metric, mode = stage.metric or metric, stage.mode or mode
     exp_dir = run_dir / stage.name
     marker = exp_dir / _MARKER
@@ -176,12 +203,13 @@ def run_stage(
         print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
     else:
-        searcher = stage.make_searcher(earlier) if stage.make_searcher else None
+        searcher = _searcher(stage, earlier, hpo) if stage.make_searcher else None
         tuner = tune.Tuner(
             trainable,
             param_space=stage.config(earlier) if stage.config else None,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                scheduler=_scheduler(stage, scheduler, searcher, metric, mode),
                 num_samples=-1 if searcher is not None else 1,
                 max_concurrent_trials=resources.get("max_concurrent_trials"),
                 reuse_actors=True,
@@ -199,8 +227,12 @@ def run_stage(
     frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
 
     summary: dict[str, Any] = {}
+    if stage.tunable and scheduler and scheduler["name"] != "none":
+        frame = _mark_stopped_early(frame, scheduler["name"])
+        # stopped trials leave partial checkpoints; the stage is finished, so none will continue
+        shutil.rmtree(exp_dir / "_checkpoints", ignore_errors=True)
     if stage.make_searcher is not None:
-        searcher = stage.make_searcher(earlier)
+        searcher = _searcher(stage, earlier, hpo)
         state = _latest_searcher_state(exp_dir)
         if state is not None:
             searcher.restore(str(state))
@@ -210,6 +242,37 @@ def run_stage(
     write_parquet_atomic(frame, exp_dir / _EVALS)
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
     return StageOutcome(stage.name, frame, summary, seconds)
+
+
+def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any] | None) -> ArchSearcher:
+    """The stage's searcher; on a tunable stage with an ``hpo`` space, wrapped to draw hyper-parameters too."""
+    searcher = stage.make_searcher(earlier)
+    if stage.tunable and hpo:
+        from orchestrator.hpo import HpoSearcher
+
+        return HpoSearcher(searcher, hpo, seed=searcher.seed)
+    return searcher
+
+
+def _scheduler(stage: Stage, settings: dict[str, Any] | None, searcher: Any, metric: str, mode: str) -> Any:
+    if not (stage.tunable and settings):
+        return None
+    from orchestrator.hpo import build_scheduler
+
+    inner = getattr(searcher, "inner", searcher)
+    return build_scheduler(settings, metric=metric, mode=mode, max_epochs=getattr(inner, "epochs", None))
+
+
+def _mark_stopped_early(frame: pd.DataFrame, scheduler: str) -> pd.DataFrame:
+    """Rows of trials the scheduler stopped: ``epochs`` = epochs trained, ``error`` says so (status stays ok)."""
+    frame = frame.copy()
+    for i, row in frame.iterrows():
+        metrics = json.loads(row["metrics"]) if isinstance(row["metrics"], str) and row["metrics"] else {}
+        trained, planned = metrics.get("epoch"), metrics.get("epochs")
+        if row["status"] == "ok" and trained and planned and trained < planned:
+            frame.at[i, "epochs"] = int(trained)
+            frame.at[i, "error"] = f"stopped early by {scheduler} after {int(trained)} of {int(planned)} epochs"
+    return frame
 
 
 _KEEP_ALL_WEIGHTS = 4  # a stage this small (retraining the winners) keeps every trained network
