@@ -45,6 +45,7 @@ __all__ = [
     "decode_cell",
     "decode_genotype",
     "path_weights",
+    "transition_groups",
     "viterbi_path",
 ]
 
@@ -97,22 +98,29 @@ def path_weights(beta: np.ndarray, normalisation: str = "outgoing") -> np.ndarra
     beta = np.asarray(beta, dtype=np.float64)
     if beta.ndim != 3 or beta.shape[2] != 2:
         raise ValueError(f"beta must have shape (cells, levels, 2), got {beta.shape}")
+    out = np.zeros_like(beta)
+    for k, group in transition_groups(beta.shape[0], beta.shape[1], normalisation):
+        weights = _softmax(np.array([beta[k, t, kind] for t, kind in group]))
+        for (t, kind), w in zip(group, weights):
+            out[k, t, kind] = w
+    return out
+
+
+def transition_groups(cells: int, levels: int, normalisation: str) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The groups of edges each softmax of Eq. 7 runs over: ``(k, [(target level, kind), ...])``."""
     if normalisation not in ("outgoing", "incoming"):
         raise ValueError(f"normalisation must be 'outgoing' or 'incoming', got {normalisation!r}")
-    cells, levels, _ = beta.shape
-    out = np.zeros_like(beta)
+    groups = []
     for k in range(cells):
         for j in range(levels):
             if normalisation == "incoming":  # edges into (k + 1, j)
-                group = [(j, kind) for kind in (0, 1)]
+                group = [(j, 0), (j, 1)]
             else:  # edges out of (k, j): stay into (k + 1, j), down into (k + 1, j + 1)
                 group = [(j, 0), (j + 1, 1)]
             group = [(t, kind) for t, kind in group if t < levels and _edge_exists(k + 1, t, kind, levels)]
             if group:
-                weights = _softmax(np.array([beta[k, t, kind] for t, kind in group]))
-                for (t, kind), w in zip(group, weights):
-                    out[k, t, kind] = w
-    return out
+                groups.append((k, group))
+    return groups
 
 
 def viterbi_path(beta: np.ndarray, normalisation: str = "outgoing") -> tuple[tuple[int, ...], float]:
