@@ -130,10 +130,39 @@ class DetectionDataConfig(_Section):
         return kwargs
 
 
+class MicroExprDataConfig(_Section):
+    """Micro-expression clips (RNAS-MER): generated from LFW faces, or CASME-II/SAMM-style folders."""
+
+    dataset: Literal["microexpr", "mer_folder"] = "microexpr"
+    path: str | None = None  # mer_folder: the folder of subject/episode/frame folders
+    coding_sheet: str | None = None  # mer_folder: the CSV (default: <path>/coding.csv)
+    subjects: int = Field(12, ge=2, le=100)  # microexpr: distinct LFW faces
+    episodes: int = Field(6, ge=1, le=1000)  # microexpr: clips per subject
+    frames: int = Field(8, ge=2, le=64)  # every clip is interpolated to this many frames
+    image_size: int = Field(32, ge=16, le=128)
+    seed: int = Field(0, ge=0)
+    max_motion: float = Field(2.0, gt=0, le=2.0)  # pixels at the apex
+    noise: float = Field(0.02, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MicroExprDataConfig:
+        if self.dataset == "mer_folder" and not self.path:
+            raise ValueError("dataset 'mer_folder' needs path: the folder holding <subject>/<episode>/<frames>")
+        return self
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``trainables.microexpr.load_microexpr``."""
+        kwargs = self.model_dump()
+        kwargs["name"] = kwargs.pop("dataset")
+        return kwargs
+
+
 def _data_kind(value: Any) -> str:
     dataset = value.get("dataset") if isinstance(value, dict) else getattr(value, "dataset", None)
     if dataset == "detection":
         return "detection"
+    if dataset in ("microexpr", "mer_folder"):
+        return "microexpr"
     return "alignment" if dataset in ALIGNMENT_DATASETS else "classification"
 
 
@@ -141,12 +170,14 @@ _DATA_MODELS: dict[str, type[_Section]] = {
     "classification": DataConfig,
     "alignment": AlignmentDataConfig,
     "detection": DetectionDataConfig,
+    "microexpr": MicroExprDataConfig,
 }
 DataSection = Annotated[
     Union[
         Annotated[DataConfig, Tag("classification")],
         Annotated[AlignmentDataConfig, Tag("alignment")],
         Annotated[DetectionDataConfig, Tag("detection")],
+        Annotated[MicroExprDataConfig, Tag("microexpr")],
     ],
     Discriminator(_data_kind),
 ]
@@ -186,13 +217,33 @@ class MultipathSpaceConfig(_Section):
         return MultipathSpace(layers=self.layers, scales=self.scales)
 
 
+class RnasSpaceConfig(_Section):
+    """The RNAS-MER space: OPEN path over ``levels`` resolutions x ``cells`` cells, one cell of ``nodes`` nodes."""
+
+    name: Literal["rnas"] = "rnas"
+    cells: int = Field(6, ge=1, le=12)  # paper: 6
+    nodes: int = Field(4, ge=1, le=6)  # DESIGN.md: N = 4
+    levels: int = Field(4, ge=1, le=5)  # paper: down-sampling {2, 4, 8, 16}
+    ops: Literal["hybrid", "darts"] = "hybrid"  # Table 1, or DARTS's 8 (ablations 1-2)
+    attention: bool = True  # spatio-temporal attention at the cell output (off: ablation 3)
+
+    def build(self):
+        from search_algos.spaces.rnas import RnasSpace
+
+        return RnasSpace(cells=self.cells, nodes=self.nodes, levels=self.levels, ops=self.ops, attention=self.attention)
+
+
 def _space_kind(value: Any) -> str:
     name = value.get("name", "global") if isinstance(value, dict) else getattr(value, "name", "global")
-    return name if name in ("global", "multipath") else str(name)
+    return name if name in ("global", "multipath", "rnas") else str(name)
 
 
 SpaceSection = Annotated[
-    Union[Annotated[GlobalSpaceConfig, Tag("global")], Annotated[MultipathSpaceConfig, Tag("multipath")]],
+    Union[
+        Annotated[GlobalSpaceConfig, Tag("global")],
+        Annotated[MultipathSpaceConfig, Tag("multipath")],
+        Annotated[RnasSpaceConfig, Tag("rnas")],
+    ],
     Discriminator(_space_kind),
 ]
 
@@ -274,8 +325,55 @@ class SamosSearcherConfig(_Section):
     ablation_children: int = Field(12, ge=3)
 
 
+class RnasSearcherConfig(_Section):
+    """RNAS-MER: bilevel differentiable search (Algorithm 1), LOSO retraining, baseline, ablations (Table 3)."""
+
+    name: Literal["rnas_mer"] = "rnas_mer"
+    # supernet (ablation switches of Table 3 beside space.ops / space.attention)
+    channels: int = Field(4, ge=1)  # level-0 width of the supernet; level j has channels * 2**j
+    partial_channels: int = Field(4, ge=1)  # PC-DARTS k: 1/k of the channels through the mixed op; 1 = off
+    edge_normalization: bool = True  # eta (off: ablations 1 and 4)
+    beta_normalisation: Literal["outgoing", "incoming"] = "outgoing"  # Eq. 7 as written, or DESIGN.md's
+    shared_kernels: bool = True  # hybrid ops of an edge share nu_1, nu_3, nu_5 during the search (CPU budget)
+    # search (Algorithm 1): weights on Train A, alpha/eta/beta on Train B
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(8, ge=2)
+    lr: float = Field(0.025, gt=0)
+    arch_lr: float = Field(3e-3, gt=0)
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    tune_over: Literal["seeds", "optuna"] = "seeds"
+    seeds: tuple[int, ...] = (0,)
+    optuna_trials: int = Field(4, ge=1)
+    arch_lr_range: tuple[float, float] = (1e-4, 1e-2)
+    arch_weight_decay_range: tuple[float, float] = (1e-5, 1e-2)
+    # training stage: leave-one-subject-out
+    retrain_channels: int = Field(4, ge=1)
+    loso_epochs: int = Field(15, ge=1)
+    loso_batch_size: int = Field(8, ge=2)
+    loso_lr: float = Field(2e-3, gt=0)
+    baseline: bool = True  # a hand-designed 3D CNN of about the same size under the same LOSO
+    ablations: tuple[Literal["darts_ops", "no_partial", "no_attention", "no_edge_norm"], ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> RnasSearcherConfig:
+        if self.channels % self.partial_channels:
+            raise ValueError(
+                f"channels must be a multiple of partial_channels, got {self.channels} and {self.partial_channels}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must list distinct non-negative seeds, got {list(self.seeds)}")
+        for key in ("arch_lr_range", "arch_weight_decay_range"):
+            low, high = getattr(self, key)
+            if not 0 < low < high:
+                raise ValueError(f"{key}: 0 < low < high must hold, got low={low}, high={high}")
+        if len(set(self.ablations)) != len(self.ablations):
+            raise ValueError(f"ablations must not repeat, got {list(self.ablations)}")
+        return self
+
+
 SearcherConfig = Annotated[
-    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig], Field(discriminator="name")
+    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig, RnasSearcherConfig],
+    Field(discriminator="name"),
 ]
 
 
@@ -360,6 +458,15 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _compatible(self) -> ExperimentConfig:
         alignment = isinstance(self.data, AlignmentDataConfig)
+        micro = isinstance(self.data, MicroExprDataConfig)
+        if isinstance(self.searcher, RnasSearcherConfig) or micro or self.space.name == "rnas":
+            if not (isinstance(self.searcher, RnasSearcherConfig) and micro and self.space.name == "rnas"):
+                raise ValueError(
+                    "searcher 'rnas_mer' (RNAS-MER), space.name: rnas and a micro-expression dataset "
+                    f"(microexpr, mer_folder) go together, got searcher {self.searcher.name!r}, "
+                    f"space {self.space.name!r}, dataset {self.data.dataset!r}"
+                )
+            return self
         if isinstance(self.searcher, SamosSearcherConfig):
             if self.space.name != "multipath" or not alignment:
                 raise ValueError(
@@ -384,6 +491,8 @@ class ExperimentConfig(_Section):
 
     @property
     def metric(self) -> str:
+        if isinstance(self.data, MicroExprDataConfig):
+            return "val_uar"
         return "val_nme" if self.is_alignment else "val_acc"
 
     @property
@@ -442,7 +551,7 @@ def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
     elif loc[0] == "data":
         model = _DATA_MODELS[_data_kind(section)]
     elif loc[0] == "space":
-        model = MultipathSpaceConfig if _space_kind(section) == "multipath" else GlobalSpaceConfig
+        model = {"multipath": MultipathSpaceConfig, "rnas": RnasSpaceConfig}.get(_space_kind(section), GlobalSpaceConfig)
     if model is None:
         return ""
     return "; valid keys: " + ", ".join(model.model_fields)
@@ -460,7 +569,7 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag", value)
         if loc and loc[0] == "space":
-            return f"{path}.name: unknown space {tag!r}; valid spaces: global, multipath"
+            return f"{path}.name: unknown space {tag!r}; valid spaces: global, multipath, rnas"
         return f"{path}.name: unknown searcher {tag!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
     if kind == "union_tag_not_found":
         return f"{path}.name: required; valid searchers: {', '.join(_SEARCHER_TAGS)}"
@@ -476,12 +585,13 @@ _SEARCHER_MODELS: dict[str, type[BaseModel]] = {
     "random": RandomSearcherConfig,
     "macro_micro": MacroMicroSearcherConfig,
     "samos": SamosSearcherConfig,
+    "rnas_mer": RnasSearcherConfig,
 }
 _SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
 _UNION_TAGS = {
     "searcher": _SEARCHER_TAGS,
-    "data": ("classification", "alignment"),
-    "space": ("global", "multipath"),
+    "data": ("classification", "alignment", "microexpr"),
+    "space": ("global", "multipath", "rnas"),
 }
 
 
