@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best architecture as a standalone TorchScript file")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True, help="file to write, e.g. model.pt")
+
+    compare = sub.add_parser("compare", help="several finished runs side by side (table and plot)")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", default="compare.png", help="plot file to write (PNG; default compare.png)")
     return p
 
 
@@ -139,8 +143,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.compare import compare_runs
+
+    table, plot = compare_runs(args.run_dirs, args.out)
+    print(table)
+    print(f"plot: {plot}")
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report, "export": _cmd_export,
+    "compare": _cmd_compare,
 }
 
 
