@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="several finished runs side by side (table and plot)")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--out", default="compare.png", help="plot file to write (PNG; default compare.png)")
+
+    board = sub.add_parser("tensorboard", help="start TensorBoard on 127.0.0.1 over a run's event files")
+    board.add_argument("run_dir")
+    board.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
     return p
 
 
@@ -152,9 +156,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tensorboard(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from orchestrator.experiment import open_run
+    from orchestrator.tensorboard_view import serve
+
+    paths, _config, _raw = open_run(args.run_dir)
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    serve(paths.root, args.port, announce=partial(print, flush=True))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report, "export": _cmd_export,
-    "compare": _cmd_compare,
+    "compare": _cmd_compare, "tensorboard": _cmd_tensorboard,
 }
 
 

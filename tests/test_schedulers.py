@@ -151,3 +151,5 @@ def test_asha_stops_poor_candidates_early(tmp_path: Path) -> None:
     assert len(summary["hpo"]["trials"]) == 6
     assert all(0.005 <= t["params"]["lr"] <= 0.1 for t in summary["hpo"]["trials"])
     assert (run / "best.json").is_file() and not (run / "search" / "_checkpoints").exists()
+    # every trial's metrics for TensorBoard (Tune's default logger, tensorboardX)
+    assert len(list((run / "search").glob("trial_*/events.out.tfevents.*"))) == 6
