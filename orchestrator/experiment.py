@@ -16,7 +16,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from orchestrator.config import ExperimentConfig, MacroMicroSearcherConfig, RandomSearcherConfig, SamosSearcherConfig
+from orchestrator.config import (
+    ExperimentConfig, MacroMicroSearcherConfig, MicroExprDataConfig, RandomSearcherConfig, RnasSearcherConfig,
+    SamosSearcherConfig,
+)
 from orchestrator.errors import UserError
 from orchestrator.evaluate import EvalJob
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
@@ -89,6 +92,10 @@ def load_data(config: ExperimentConfig) -> Any:
             from trainables.faces3d import load_alignment_dataset
 
             return load_alignment_dataset(**config.data.loader_kwargs())
+        if isinstance(config.data, MicroExprDataConfig):
+            from trainables.microexpr import load_microexpr
+
+            return load_microexpr(**config.data.loader_kwargs())
         return load_dataset(**config.data.loader_kwargs())
     except DatasetError as exc:
         raise UserError(f"data: {exc}") from None
@@ -99,6 +106,10 @@ def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
         from trainables.faces3d import alignment_meta_features
 
         return alignment_meta_features(data)
+    if isinstance(config.data, MicroExprDataConfig):
+        from trainables.microexpr import microexpr_meta_features
+
+        return microexpr_meta_features(data)
     return meta_features(data)
 
 
@@ -234,10 +245,18 @@ def _monas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipel
     return _Pipeline(stages, "retrain", extras, select)
 
 
+def _rnas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
+    from orchestrator.rnas import rnas_stages
+
+    stages, select, extras = rnas_stages(config, data, job_for("search").store, job_for("search").storage_path)
+    return _Pipeline(stages, "loso", extras, select)
+
+
 _PIPELINES = {
     RandomSearcherConfig: _random_pipeline,
     MacroMicroSearcherConfig: _macro_micro_pipeline,
     SamosSearcherConfig: _monas_pipeline,
+    RnasSearcherConfig: _rnas_pipeline,
 }
 
 

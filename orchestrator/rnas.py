@@ -1,0 +1,365 @@
+"""RNAS-MER as a pipeline of Tune stages: search -> loso (searched network) -> baseline_loso [-> ablations].
+
+Paper: ``rnas-mer-micro-expression-nas.txt`` (Algorithm 1). The differentiable search happens inside
+one Tune function trainable (:func:`search_trial`); Tune runs it for several seeds, or Optuna
+(:class:`search_algos.rnas_hpo.ArchLrSearch`) over the architecture learning rate and weight decay. The
+best trial's decoded genotype is then retrained under leave-one-subject-out, each fold a Tune trial
+(:func:`fold_trial`, parallel across the cluster), and so is a hand-designed 3D CNN of about the same
+parameter count (the baseline). Every fold writes its predictions to ``RUN_DIR/<stage>/_folds/``; UAR
+and UF1 are computed on the predictions pooled over all folds (MEGC-2019) and written to ``best.json``
+(``uar``, ``uf1``, ``params``, ``model_size_mb``, and the baseline's and ablations' figures).
+
+Each trial checkpoints every epoch (``save_state``/``load_state``, keyed by the evaluation, not the
+trial), so a killed run resumes inside the search or the fold where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+from orchestrator.evaluate import cached_dataset, load_state, lookup_same_protocol, plain_metrics, record, save_state
+from orchestrator.results import write_json_atomic
+
+__all__ = ["ABLATIONS", "MerJob", "fold_trial", "pooled_figures", "rnas_stages", "search_trial"]
+
+# Table 3's switches, applied to the supernet spec (and so to the decoded network).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "darts_ops": {"ops": "darts", "shared_kernels": False},
+    "no_partial": {"partial": 1},
+    "no_attention": {"attention": False},
+    "no_edge_norm": {"edge_norm": False},
+}
+
+
+@dataclass(frozen=True)
+class MerJob:
+    """What the trials of one RNAS-MER stage share (narrow: no whole config object)."""
+
+    data: dict[str, Any]  # kwargs of trainables.microexpr.load_microexpr
+    spec: dict[str, Any]  # kwargs of SupernetSpec
+    search: dict[str, Any]  # kwargs of SearchSettings (seed and arch lr/wd may come from the trial)
+    fold: dict[str, Any]  # kwargs of FoldSettings
+    retrain_channels: int
+    seed: int
+    store: Any
+    run: str
+    stage: str
+    storage_path: str  # RUN_DIR
+
+
+def _dataset(kwargs: dict[str, Any]):
+    from trainables.microexpr import load_microexpr
+
+    return cached_dataset(kwargs, load_microexpr)
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _failed(base: dict[str, Any], error: str) -> dict[str, Any]:
+    return {"val_uar": math.nan, **base, "cached": False, "status": "failed", "error": error}
+
+
+# -- Tune functions ---------------------------------------------------------------------------------
+
+
+def search_trial(config: dict[str, Any], job: MerJob) -> None:
+    """Algorithm 1's search and decode stages; reports every epoch's ``val_uar`` and genotype (``arch``)."""
+    from trainables.models.rnas import RnasSupernet, SupernetSpec, count_params
+    from trainables.rnas_search import SearchSettings, run_search
+
+    torch.set_num_threads(1)
+    data = _dataset(job.data)
+    settings = SearchSettings(**{**job.search, "seed": int(config.get("seed", job.seed)),
+                                 **{k: float(config[k]) for k in ("arch_lr", "arch_weight_decay") if k in config}})
+    spec = SupernetSpec(**job.spec, num_classes=data.num_classes)
+    identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id}
+    checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints", f"search-{_digest(identity)}.pt")
+    base = {"epochs": settings.epochs, "dataset_id": data.dataset_id, "stage": job.stage, "seed": settings.seed,
+            "arch_lr": settings.arch_lr, "arch_weight_decay": settings.arch_weight_decay,
+            "params": float(count_params(RnasSupernet(spec)))}  # the supernet's
+    reported = False
+
+    def report(metrics: dict[str, Any]) -> None:
+        from search_algos.spaces.rnas import RnasGenotype
+
+        genotype = RnasGenotype.from_json(metrics["genotype"])
+        tune.report({**plain_metrics(metrics), **base, "arch": genotype.to_json(), "arch_key": genotype.key(),
+                     "cached": False, "status": "ok", "error": "", "search_epoch": float(metrics["epoch"])})
+
+    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal reported
+        save_state(state, checkpoint)
+        report(metrics)
+        reported = True
+
+    try:
+        final = run_search(data, spec, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
+    except FloatingPointError as exc:
+        tune.report(_failed({**base, "arch": "", "arch_key": ""}, str(exc)))
+        return
+    if not reported:  # resumed after the last epoch's checkpoint: nothing trained now
+        report(final)
+
+
+def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
+    """A factory of the fold's network, and its description (params, size, name)."""
+    from search_algos.spaces.rnas import RnasGenotype
+    from trainables.models.rnas import RnasNetwork, baseline_for_params, count_params, model_size_mb
+
+    genotype = RnasGenotype.from_json(config["arch"])
+
+    def searched():
+        return RnasNetwork(genotype, channels=job.retrain_channels, num_classes=num_classes)
+
+    if config["model"] == "searched":
+        make = searched
+    else:
+        width = baseline_for_params(count_params(searched()), num_classes=num_classes).width
+
+        def make():
+            from trainables.models.rnas import BaselineC3D
+
+            return BaselineC3D(width, num_classes=num_classes)
+
+    probe = make()
+    return make, {"params": float(count_params(probe)), "model_size_mb": model_size_mb(probe),
+                  "model": config["model"], "width": float(getattr(probe, "width", job.retrain_channels))}
+
+
+def _fold_file(job: MerJob, subject: int) -> str:
+    return os.path.join(job.storage_path, job.stage, "_folds", f"fold-{subject:03d}.json")
+
+
+def fold_trial(config: dict[str, Any], job: MerJob) -> None:
+    """Train the searched network or the baseline on all subjects but ``config["fold"]``; predict that one.
+
+    ``config``: ``{"arch": genotype JSON, "model": "searched" | "baseline", "fold": subject index}``.
+    Reports the fold's own ``val_uar`` each epoch; writes the final predictions to ``_folds/``.
+    """
+    from search_algos.spaces.rnas import RnasGenotype
+    from trainables.mer_metrics import uar
+    from trainables.microexpr import loso_folds
+    from trainables.rnas_search import FoldSettings, fit_fold
+
+    torch.set_num_threads(1)
+    data = _dataset(job.data)
+    subject = int(config["fold"])
+    genotype = RnasGenotype.from_json(config["arch"])
+    folds = {s: (train, test) for s, train, test in loso_folds(data.subjects)}
+    train_rows, test_rows = folds[subject]
+    settings = FoldSettings(**{**job.fold, "seed": job.seed})
+    make, described = _fold_model(config, job, data.num_classes)
+    arch_key = genotype.key() if config["model"] == "searched" else f"c3d-w{int(described['width'])}"
+    base = {"arch": genotype.to_json(), "arch_key": arch_key, "epochs": settings.epochs, "dataset_id": data.dataset_id,
+            "stage": job.stage, "fold": float(subject), **described}
+    key = (f"rnas/loso/{config['model']}/{subject}", arch_key, data.dataset_id, settings.epochs, job.seed)
+    protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels}
+
+    def finish(result: dict[str, Any], cached: bool) -> None:
+        write_json_atomic({"subject": subject, "truth": result["truth"], "predicted": result["predicted"],
+                           "model": config["model"], **described}, Path(_fold_file(job, subject)))
+        tune.report({**_fold_metrics(result, data.num_classes, uar), **base, "cached": cached,
+                     "status": "ok", "error": ""})
+
+    hit = lookup_same_protocol(job.store, key, protocol)
+    if hit is not None and "predicted" in hit["metrics"]:
+        finish(hit["metrics"], cached=True)
+        return
+    checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints",
+                              f"{config['model']}-{arch_key}-f{subject}-e{settings.epochs}-s{job.seed}.pt")
+
+    def on_epoch(result: dict[str, Any], state: dict[str, Any]) -> None:
+        save_state(state, checkpoint)
+        if result["epoch"] < settings.epochs:  # the last epoch is reported by finish(), after the file
+            tune.report({**_fold_metrics(result, data.num_classes, uar), **base, "cached": False,
+                         "status": "ok", "error": ""})
+
+    started = time.perf_counter()
+    try:
+        final = fit_fold(make, data, train_rows, test_rows, settings, on_epoch=on_epoch,
+                         resume_state=load_state(checkpoint))
+    except FloatingPointError as exc:
+        tune.report(_failed(base, str(exc)))
+        return
+    record(job.store, key=key, config={"arch": genotype.to_dict(), "model": config["model"], "training": protocol},
+           metrics={**_fold_metrics(final, data.num_classes, uar), "truth": final["truth"],
+                    "predicted": final["predicted"]}, started=started, run=job.run)
+    finish(final, cached=False)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+
+
+def _fold_metrics(result: dict[str, Any], num_classes: int, uar) -> dict[str, float]:
+    value = uar(result["truth"], result["predicted"], num_classes) if result["truth"] else math.nan
+    return {"val_uar": float(value), "fold_acc": float(result.get("fold_acc", math.nan)),
+            "train_loss": float(result.get("train_loss", math.nan))}
+
+
+# -- the pipeline --------------------------------------------------------------------------------------
+
+
+def pooled_figures(stage_dir: str, num_classes: int) -> dict[str, Any] | None:
+    """UAR / UF1 over the predictions of every fold under ``stage_dir/_folds`` (MEGC-2019 pooling)."""
+    from trainables.mer_metrics import confusion_matrix, uar, uf1
+
+    folder = os.path.join(stage_dir, "_folds")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
+    if not files:
+        return None
+    truth, predicted, first = [], [], None
+    for name in files:
+        with open(os.path.join(folder, name)) as fh:
+            fold = json.load(fh)
+        truth += fold["truth"]
+        predicted += fold["predicted"]
+        first = first or fold
+    return {
+        "uar": uar(truth, predicted, num_classes), "uf1": uf1(truth, predicted, num_classes),
+        "accuracy": float(np.mean(np.asarray(truth) == np.asarray(predicted))),
+        "confusion": confusion_matrix(truth, predicted, num_classes).tolist(), "folds": len(files),
+        "params": int(first["params"]), "model_size_mb": round(float(first["model_size_mb"]), 4),
+    }
+
+
+def _best_search_row(outcome: Any) -> dict[str, Any] | None:
+    from orchestrator.results import pick_best
+
+    return pick_best(outcome.frame, mode="max")
+
+
+def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+    """The RNAS-MER stages, the selector of ``best.json``'s row, and its extra figures.
+
+    Returns ``(stages, select, extras)``: ``select`` gives a fold row of the searched network's LOSO;
+    ``extras`` the pooled UAR/UF1 of the searched network, the baseline and each ablation (and prints them).
+    """
+    from orchestrator.pipeline import Stage
+    from search_algos.rnas_hpo import ArchLrSearch
+
+    s = config.searcher
+    sp = config.space
+    spec = {"channels": s.channels, "cells": sp.cells, "nodes": sp.nodes, "levels": sp.levels, "ops": sp.ops,
+            "partial": s.partial_channels, "attention": sp.attention, "edge_norm": s.edge_normalization,
+            "normalisation": s.beta_normalisation, "shared_kernels": s.shared_kernels}
+    search = {"epochs": s.epochs, "batch_size": s.batch_size, "lr": s.lr, "arch_lr": s.arch_lr,
+              "arch_weight_decay": s.arch_weight_decay}
+    fold = {"epochs": s.loso_epochs, "batch_size": s.loso_batch_size, "lr": s.loso_lr}
+    subjects = sorted(int(v) for v in np.unique(data.subjects))
+    cpu = {"cpu": config.resources.cpus_per_trial, "gpu": 0}
+
+    def job(stage: str, spec_changes: dict[str, Any] | None = None) -> MerJob:
+        return MerJob(data=config.data.loader_kwargs(), spec={**spec, **(spec_changes or {})}, search=search,
+                      fold=fold, retrain_channels=s.retrain_channels, seed=config.seed, store=store,
+                      run=os.path.basename(run_dir), stage=stage, storage_path=run_dir)
+
+    def searched(search_stage: str):
+        def arch(earlier: dict[str, Any]) -> str:
+            from orchestrator.errors import UserError
+
+            best = _best_search_row(earlier[search_stage])
+            if best is None:
+                raise UserError(f"every trial of stage {search_stage!r} failed; see {search_stage}/ for the errors")
+            return best["arch"]
+        return arch
+
+    def loso_stage(name: str, search_stage: str, model: str, spec_changes: dict[str, Any] | None = None) -> Stage:
+        return Stage(
+            name=name, make_searcher=None, job=job(name, spec_changes), trainable=fold_trial,
+            config=lambda earlier: {"arch": searched(search_stage)(earlier), "model": model,
+                                    "fold": tune.grid_search(subjects)},
+            total=lambda _e: len(subjects), resources=cpu, metric="val_uar", mode="max",
+        )
+
+    if s.tune_over == "optuna":
+        search_stage = Stage(
+            name="search",
+            make_searcher=lambda _e: ArchLrSearch(
+                num_samples=s.optuna_trials, arch_lr=tuple(s.arch_lr_range), arch_weight_decay=tuple(s.arch_weight_decay_range),
+                metric="val_uar", mode="max", seed=config.seed,
+            ),
+            job=job("search"), trainable=search_trial, total=lambda _e: s.optuna_trials, resources=cpu,
+            metric="val_uar", mode="max",
+        )
+    else:
+        search_stage = Stage(
+            name="search", make_searcher=None, job=job("search"), trainable=search_trial,
+            config=lambda _e: {"seed": tune.grid_search(list(s.seeds))}, total=lambda _e: len(s.seeds),
+            resources=cpu, metric="val_uar", mode="max",
+        )
+    stages = [search_stage, loso_stage("loso", "search", "searched")]
+    if s.baseline:
+        stages.append(loso_stage("baseline_loso", "search", "baseline"))
+    for ablation in s.ablations:
+        changes = ABLATIONS[ablation]
+        stages.append(Stage(
+            name=f"search_{ablation}", make_searcher=None, job=job(f"search_{ablation}", changes),
+            trainable=search_trial, config=lambda _e: {"seed": config.seed}, total=lambda _e: 1,
+            resources=cpu, metric="val_uar", mode="max",
+        ))
+        stages.append(loso_stage(f"loso_{ablation}", f"search_{ablation}", "searched", changes))
+
+    def select(outcomes: dict[str, Any]) -> dict[str, Any] | None:
+        frame = outcomes["loso"].frame
+        ok = frame[frame["status"] == "ok"]
+        return None if ok.empty else ok.iloc[0].to_dict()
+
+    def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
+        return rnas_figures(outcomes, run_dir=run_dir, num_classes=data.num_classes, subjects=len(subjects),
+                            ablations=list(s.ablations), baseline=s.baseline)
+
+    return stages, select, extras
+
+
+def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
+                 baseline: bool) -> dict[str, Any]:
+    """``best.json``'s RNAS-MER figures (pooled LOSO UAR/UF1, params, size), printed as a small table."""
+    main = pooled_figures(os.path.join(run_dir, "loso"), num_classes) or {}
+    best_search = _best_search_row(outcomes["search"])
+    out: dict[str, Any] = {
+        "metric": "uar", "value": main.get("uar"), "uar": main.get("uar"), "uf1": main.get("uf1"),
+        "params": main.get("params"), "model_size_mb": main.get("model_size_mb"), "loso": main,
+        "space": "rnas", "subjects": subjects,
+        "genotype": json.loads(best_search["arch"]) if best_search else None,
+        "search_val_uar": None if best_search is None else best_search["value"],
+        "search_trials": [
+            {"trial_id": r["trial_id"], "val_uar": r["value"] if math.isfinite(r["value"]) else None,
+             "status": r["status"], "arch_key": r["arch_key"],
+             **{k: json.loads(r["metrics"]).get(k) for k in ("seed", "arch_lr", "arch_weight_decay")}}
+            for r in outcomes["search"].frame.to_dict("records")
+        ],
+    }
+    lines = [f"LOSO ({subjects} subjects, predictions pooled over folds): UAR / UF1 / params / size"]
+
+    def line(label: str, figures: dict[str, Any]) -> None:
+        if figures.get("uar") is None:
+            lines.append(f"  {label:<24} no result")
+            return
+        lines.append(f"  {label:<24} UAR={figures['uar']:.4f}  UF1={figures['uf1']:.4f}  "
+                     f"params={figures['params']:,}  size={figures['model_size_mb']:.2f} MB")
+
+    line("RNAS-MER (searched)", main)
+    if baseline:
+        out["baseline"] = pooled_figures(os.path.join(run_dir, "baseline_loso"), num_classes) or {}
+        line("baseline 3D CNN", out["baseline"])
+    if ablations:
+        out["ablations"] = {}
+        for name in ablations:
+            figures = pooled_figures(os.path.join(run_dir, f"loso_{name}"), num_classes) or {}
+            row = _best_search_row(outcomes[f"search_{name}"])
+            out["ablations"][name] = {**figures, "genotype": json.loads(row["arch"]) if row else None}
+            line(f"ablation {name}", figures)
+    print("\n".join(lines), flush=True)
+    return out

@@ -1,0 +1,223 @@
+"""RNAS-MER training: the bilevel search (Algorithm 1, search and decode stages) and LOSO retraining.
+
+Paper: ``rnas-mer-micro-expression-nas.txt``, Algorithm 1. Search: the clips are split by subject into
+Train A and Train B; every step first updates the weights ``w`` on a batch of A, then ``alpha, eta,
+beta`` on a batch of B (first-order alternation, as DARTS's first-order variant). After every epoch the
+supernet's UAR on B is measured and the genotype decoded (Viterbi path, top-2 cell). Training stage:
+the decoded network (or the baseline) is trained on all subjects but one and predicts the held-out
+subject's clips (leave-one-subject-out); the caller pools the predictions over folds.
+
+Both loops know nothing of Tune: they call ``on_epoch(metrics, state)`` after every epoch (the caller
+checkpoints ``state`` and reports), and continue from ``resume_state`` (a state passed to ``on_epoch``).
+Raises ``FloatingPointError`` when the loss diverges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_algos.spaces.rnas import RnasGenotype
+from trainables.mer_metrics import uar, uf1
+from trainables.microexpr import MicroExprDataset, subject_split
+from trainables.models.rnas import RnasSupernet, SupernetSpec
+
+__all__ = ["FoldSettings", "SearchSettings", "fit_fold", "run_search", "search_step"]
+
+OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The search's optimisation (DARTS defaults where the paper is silent).
+
+    Attributes:
+        epochs: search epochs.
+        batch_size: clips per step, on A and on B.
+        lr, momentum, weight_decay: SGD on the weights ``w`` (cosine-annealed).
+        arch_lr, arch_weight_decay: Adam (betas 0.5, 0.999) on ``alpha, eta, beta``.
+        split_fraction: share of the subjects in Train A.
+        seed: weight init, batches and the A/B split.
+    """
+
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_lr: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    split_fraction: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """Training of one LOSO fold (Adam, cosine-annealed; light augmentation by horizontal flips)."""
+
+    epochs: int = 15
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def _batches(rows: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(rows)
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
+
+
+def _tensor(ds: MicroExprDataset, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(ds.clips[rows]), torch.from_numpy(ds.labels[rows])
+
+
+def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each clip left-right with probability 1/2 (the three classes are left-right symmetric)."""
+    mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(mask.view(-1, 1, 1, 1, 1), x.flip(-1), x)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, ds: MicroExprDataset, rows: np.ndarray, batch: int) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch):
+        x, _ = _tensor(ds, rows[i:i + batch])
+        out.append(model(x).argmax(dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _check_loss(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss} in epoch {epoch}; lower the learning rate")
+
+
+def search_step(model: RnasSupernet, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
+                batch_a: tuple[torch.Tensor, torch.Tensor], batch_b: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """One alternation of Algorithm 1: ``w`` on a batch of A, then ``alpha, eta, beta`` on a batch of B."""
+    model.train()
+    x, y = batch_a
+    w_opt.zero_grad(set_to_none=True)
+    a_opt.zero_grad(set_to_none=True)
+    loss_w = F.cross_entropy(model(x), y)
+    loss_w.backward()
+    nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
+    w_opt.step()
+    x, y = batch_b
+    w_opt.zero_grad(set_to_none=True)
+    a_opt.zero_grad(set_to_none=True)
+    loss_a = F.cross_entropy(model(x), y)
+    loss_a.backward()
+    a_opt.step()
+    return float(loss_w), float(loss_a)
+
+
+def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=s.arch_lr, betas=(0.5, 0.999), weight_decay=s.arch_weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=s.epochs, eta_min=s.lr * 0.05)
+    return w_opt, a_opt, schedule
+
+
+def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSettings, *,
+               on_epoch: OnEpoch | None = None, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search for ``settings.epochs`` epochs; returns the last epoch's metrics (``val_uar``, ``genotype``)."""
+    torch.manual_seed(settings.seed)
+    model = RnasSupernet(spec)
+    w_opt, a_opt, schedule = _search_optimisers(model, settings)
+    rows_a, rows_b = subject_split(ds.subjects, settings.seed, settings.split_fraction)
+    start, history = 1, []
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        w_opt.load_state_dict(resume_state["w_opt"])
+        a_opt.load_state_dict(resume_state["a_opt"])
+        schedule.load_state_dict(resume_state["schedule"])
+        start = int(resume_state["epoch"]) + 1
+        history = [dict(h) for h in resume_state["history"]]
+    metrics: dict[str, Any] = dict(history[-1]) if history else {}
+    for epoch in range(start, settings.epochs + 1):
+        rng = np.random.default_rng([settings.seed, epoch])  # batches depend on (seed, epoch): resumable
+        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        batches_a = _batches(rows_a, settings.batch_size, rng)
+        batches_b = _batches(rows_b, settings.batch_size, rng)
+        losses_w, losses_a = [], []
+        for i in range(max(len(batches_a), len(batches_b))):
+            xa, ya = _tensor(ds, batches_a[i % len(batches_a)])
+            xb, yb = _tensor(ds, batches_b[i % len(batches_b)])
+            lw, la = search_step(model, w_opt, a_opt, (_flip(xa, gen), ya), (_flip(xb, gen), yb))
+            _check_loss(lw + la, epoch)
+            losses_w.append(lw)
+            losses_a.append(la)
+        schedule.step()
+        predicted = _predict(model, ds, rows_b, settings.batch_size)
+        truth = ds.labels[rows_b]
+        genotype = model.genotype()
+        metrics = {
+            "epoch": epoch, "train_loss": float(np.mean(losses_w)), "arch_loss": float(np.mean(losses_a)),
+            "val_uar": uar(truth, predicted, ds.num_classes), "val_uf1": uf1(truth, predicted, ds.num_classes),
+            "val_acc": float(np.mean(truth == predicted)), "genotype": genotype.to_json(),
+        }
+        history.append(metrics)
+        state = {"epoch": epoch, "model": model.state_dict(), "w_opt": w_opt.state_dict(),
+                 "a_opt": a_opt.state_dict(), "schedule": schedule.state_dict(), "history": history}
+        if on_epoch is not None:
+            on_epoch(dict(metrics), state)
+    return metrics
+
+
+def fit_fold(make_model: Callable[[], nn.Module], ds: MicroExprDataset, train_rows: np.ndarray, test_rows: np.ndarray,
+             settings: FoldSettings, *, on_epoch: OnEpoch | None = None,
+             resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on ``train_rows``, predict ``test_rows`` (Algorithm 1's training stage, one subject left out).
+
+    Returns:
+        ``{"epoch", "train_loss", "predicted": list[int], "truth": list[int], "fold_acc"}``.
+    """
+    torch.manual_seed(settings.seed)
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
+    start = 1
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        opt.load_state_dict(resume_state["opt"])
+        schedule.load_state_dict(resume_state["schedule"])
+        start = int(resume_state["epoch"]) + 1
+    result: dict[str, Any] = dict(resume_state["result"]) if resume_state is not None else {}
+    for epoch in range(start, settings.epochs + 1):
+        model.train()
+        rng = np.random.default_rng([settings.seed, epoch])
+        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        losses = []
+        for rows in _batches(train_rows, settings.batch_size, rng):
+            if len(rows) < 2:  # BatchNorm needs two clips
+                continue
+            x, y = _tensor(ds, rows)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(_flip(x, gen)), y)
+            _check_loss(float(loss.detach()), epoch)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        schedule.step()
+        predicted = _predict(model, ds, test_rows, settings.batch_size)
+        truth = ds.labels[test_rows]
+        result = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                  "predicted": [int(p) for p in predicted], "truth": [int(t) for t in truth],
+                  "fold_acc": float(np.mean(predicted == truth)) if len(truth) else math.nan}
+        state = {"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                 "schedule": schedule.state_dict(), "result": result}
+        if on_epoch is not None:
+            on_epoch(dict(result), state)
+    return result
+
+
+def settings_dict(settings: SearchSettings | FoldSettings) -> dict[str, Any]:
+    return asdict(settings)
