@@ -22,6 +22,7 @@ import pandas as pd
 from ray import tune
 
 from orchestrator.evaluate import evaluate_candidate, prune_weights, weights_path
+from orchestrator.progress import live_progress
 from orchestrator.results import (
     RESULT_COLUMNS, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
 )
@@ -199,11 +200,13 @@ def run_stage(
         stage.resources or _tune_resources(resources, training),
     )
     total = stage.total(earlier)
+    live = None  # rich bars on a terminal (orchestrator.progress); Tuner.restore keeps the first callbacks
     if tune.Tuner.can_restore(str(exp_dir)):
         print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
     else:
         searcher = _searcher(stage, earlier, hpo) if stage.make_searcher else None
+        live = live_progress(stage.name, total)
         tuner = tune.Tuner(
             trainable,
             param_space=stage.config(earlier) if stage.config else None,
@@ -219,11 +222,15 @@ def run_stage(
                 name=stage.name,
                 storage_path=str(run_dir),
                 failure_config=tune.FailureConfig(max_failures=resources["max_failures"]),
-                callbacks=[ProgressPrinter(stage.name, metric, mode, total)],
+                callbacks=[ProgressPrinter(stage.name, metric, mode, total)] + ([live] if live else []),
                 verbose=0,
             ),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        if live is not None:
+            live.close()
     frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
 
     summary: dict[str, Any] = {}
