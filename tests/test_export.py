@@ -30,28 +30,46 @@ for name in ("orchestrator", "search_algos", "trainables", "facenas"):
     else:
         raise SystemExit(f"{name} is importable: the check would prove nothing")
 import torch
-extra = {"facenas.json": ""}
-model = torch.jit.load(sys.argv[2], _extra_files=extra)
-x = torch.load(sys.argv[3])
-with torch.no_grad():
-    y = model(x)
-torch.save(y, sys.argv[4])
-print(json.dumps({"shape": list(y.shape), "meta": json.loads(extra["facenas.json"])}))
+for model_path, x_path, y_path in zip(*[iter(sys.argv[2:])] * 3):
+    extra = {"facenas.json": ""}
+    model = torch.jit.load(model_path, _extra_files=extra)
+    with torch.no_grad():
+        y = model(torch.load(x_path))
+    torch.save(y, y_path)
+    print(json.dumps({"shape": list(y.shape), "meta": json.loads(extra["facenas.json"])}))
 """
 
 
-def _run_standalone(model: Path, x: torch.Tensor, tmp: Path) -> tuple[torch.Tensor, dict]:
-    torch.save(x, tmp / "x.pt")
+def _run_standalone(jobs: list[tuple[Path, torch.Tensor]], tmp: Path) -> list[tuple[torch.Tensor, dict]]:
+    """Load each model and run it on its input in ONE isolated process (torch imports once)."""
+    args = []
+    for i, (model, x) in enumerate(jobs):
+        torch.save(x, tmp / f"x{i}.pt")
+        args += [str(model), str(tmp / f"x{i}.pt"), str(tmp / f"y{i}.pt")]
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _STANDALONE, sysconfig.get_paths()["purelib"], str(model),
-         str(tmp / "x.pt"), str(tmp / "y.pt")],
+        [sys.executable, "-I", "-S", "-c", _STANDALONE, sysconfig.get_paths()["purelib"], *args],
         capture_output=True, text=True, timeout=300, cwd=tmp,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    return torch.load(tmp / "y.pt"), json.loads(done.stdout.strip().splitlines()[-1])
+    infos = [json.loads(line) for line in done.stdout.strip().splitlines()[-len(jobs):]]
+    return [(torch.load(tmp / f"y{i}.pt"), info) for i, info in enumerate(infos)]
 
 
-def test_global_export_runs_without_facenas_with_trained_weights(tmp_path: Path, capsys) -> None:
+def test_exports_run_without_facenas(tmp_path: Path, capsys) -> None:
+    """A global run with kept trained weights and a MONAS run without (freshly initialised)."""
+    global_model, x_global, trained = _global_export(tmp_path / "g", capsys)
+    child_model, x_child, reference = _multipath_export(tmp_path / "m", capsys)
+    (y_global, info_global), (y_child, info_child) = _run_standalone(
+        [(global_model, x_global), (child_model, x_child)], tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(y_global, trained(x_global), atol=1e-5)
+        assert torch.allclose(y_child, reference(x_child), atol=1e-5)
+    assert info_global["shape"] == [3, 10]
+    assert info_global["meta"]["weights"] == "trained" and info_global["meta"]["input_shape"] == [1, 1, 8, 8]
+    assert info_child["shape"] == [2, 3, 16, 16] and info_child["meta"]["weights"] == "freshly initialised"
+
+
+def _global_export(tmp_path: Path, capsys) -> tuple[Path, torch.Tensor, torch.nn.Module]:
     from search_algos.spaces import decode_arch
     from trainables.models.global_cnn import build_global_cnn
 
@@ -75,15 +93,10 @@ def test_global_export_runs_without_facenas_with_trained_weights(tmp_path: Path,
     assert main(["export", str(run), "--out", str(out)]) == 0
     assert f"weights: trained, from {kept}" in capsys.readouterr().out
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    y, info = _run_standalone(out, x, tmp_path)
-    trained.eval()
-    with torch.no_grad():
-        assert torch.allclose(y, trained(x), atol=1e-5)
-    assert info["shape"] == [3, 10]
-    assert info["meta"]["weights"] == "trained" and info["meta"]["input_shape"] == [1, 1, 8, 8]
+    return out, x, trained.eval()
 
 
-def test_multipath_export_runs_without_facenas_and_says_fresh(tmp_path: Path, capsys) -> None:
+def _multipath_export(tmp_path: Path, capsys) -> tuple[Path, torch.Tensor, torch.nn.Module]:
     from search_algos.spaces import decode_arch
     from trainables.models.multipath import MultipathSupernet
 
@@ -96,10 +109,7 @@ def test_multipath_export_runs_without_facenas_and_says_fresh(tmp_path: Path, ca
     torch.manual_seed(0)  # the run's seed: the export's init
     reference = MultipathSupernet(layers=4, scales=3, channels=4).child_model(arch).eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    y, info = _run_standalone(out, x, tmp_path)
-    with torch.no_grad():
-        assert torch.allclose(y, reference(x), atol=1e-5)
-    assert info["shape"] == [2, 3, 16, 16] and info["meta"]["weights"] == "freshly initialised"
+    return out, x, reference
 
 
 @pytest.mark.parametrize("problem", ["unfinished", "no_folder"])
