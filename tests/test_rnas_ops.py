@@ -130,23 +130,31 @@ SPECS = {
 
 
 @pytest.mark.parametrize("switch", sorted(SPECS))
-def test_supernet_switches_forward_backward_and_decode(switch):
+def test_every_ablation_switch_builds_and_takes_a_search_step(switch):
+    from trainables.rnas_search import SearchSettings, _search_optimisers, search_step
+
     spec = SupernetSpec(channels=4, cells=3, nodes=2, levels=3, shared_kernels=True, **SPECS[switch])
     net = RnasSupernet(spec)
-    x = torch.randn(2, 1, 4, 16, 16)
-    logits = net(x)
-    assert logits.shape == (2, 3)
-    logits.sum().backward()
-    assert net.alpha.grad is not None and torch.count_nonzero(net.alpha.grad) > 0
-    assert torch.count_nonzero(net.beta.grad) > 0
-    eta_moves = net.eta.grad is not None and bool(torch.count_nonzero(net.eta.grad) > 0)
-    assert eta_moves == spec.edge_norm
+    torch.manual_seed(0)
+    batch_a = (torch.randn(2, 1, 4, 16, 16), torch.tensor([0, 2]))
+    batch_b = (torch.randn(2, 1, 4, 16, 16), torch.tensor([1, 0]))
+    w_opt, a_opt, _ = _search_optimisers(net, SearchSettings(epochs=1))
+    weights_before = [p.detach().clone() for p in net.weight_parameters()]
+    alpha, beta, eta = net.alpha.detach().clone(), net.beta.detach().clone(), net.eta.detach().clone()
+    loss_w, loss_a = search_step(net, w_opt, a_opt, batch_a, batch_b)
+    assert np.isfinite(loss_w) and np.isfinite(loss_a)
+    assert any(not torch.equal(b, p) for b, p in zip(weights_before, net.weight_parameters()))  # w moved on A
+    assert not torch.equal(alpha, net.alpha) and not torch.equal(beta, net.beta)  # alpha, beta moved on B
+    assert torch.equal(eta, net.eta) != spec.edge_norm  # eta moves only with edge normalisation
     np.testing.assert_allclose(net.path_weights().detach().numpy(),
                                path_weights(net.beta.detach().numpy(), spec.normalisation), rtol=1e-6)
     genotype = net.genotype()
     assert genotype.ops == spec.ops and genotype.attention == spec.attention and len(genotype.path) == 3
     model = RnasNetwork(genotype, channels=4, num_classes=3)
-    model(x).sum().backward()
+    assert model(batch_a[0]).shape == (2, 3)
+    assert (len(net.cells["1_0"].edges[0].ops) or 0) == (0 if spec.shared_kernels and spec.ops == "hybrid" else 8)
+    assert net.cells["1_0"].edges[0].partial == spec.partial
+    assert (net.cells["1_0"].attention is None) != spec.attention
 
 
 def test_discrete_network_and_baseline_sizes():

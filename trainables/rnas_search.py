@@ -116,7 +116,7 @@ def search_step(model: RnasSupernet, w_opt: torch.optim.Optimizer, a_opt: torch.
     loss_a = F.cross_entropy(model(x), y)
     loss_a.backward()
     a_opt.step()
-    return float(loss_w), float(loss_a)
+    return float(loss_w.detach()), float(loss_a.detach())
 
 
 def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
