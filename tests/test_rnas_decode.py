@@ -153,3 +153,22 @@ def test_genotype_round_trip_and_validation():
     for _ in range(10):
         space.validate(space.sample(rng))
     assert space.size() > 1e10
+
+
+def test_pictures_draw_the_decoded_path_and_every_cell_operation():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from orchestrator.rnas_pictures import draw_rnas, rnas_figure
+
+    g = RnasGenotype(path=(0, 1, 1, 2, 3, 3), cell=(((0, "conv_3"), (1, "add_1_5")), ((0, "skip"), (2, "max_3_5"))))
+    fig, (ax_path, ax_cell) = plt.subplots(1, 2)
+    draw_rnas(g.to_json(), ax_path, ax_cell)
+    red = [line for line in ax_path.lines if line.get_color() == "#c0392b"]
+    assert len(red) == 1 and list(red[0].get_ydata()) == [0, 0, 1, 1, 2, 3, 3]  # stem, then the path
+    texts = {t.get_text() for t in ax_cell.texts}
+    assert {"conv_3", "add_1_5", "skip", "max_3_5"} <= texts
+    plt.close(fig)
+    plt.close(rnas_figure(g))

@@ -205,7 +205,7 @@ def fit_fold(make_model: Callable[[], nn.Module], ds: MicroExprDataset, train_ro
             _check_loss(float(loss.detach()), epoch)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         schedule.step()
         predicted = _predict(model, ds, test_rows, settings.batch_size)
         truth = ds.labels[test_rows]
