@@ -2,7 +2,8 @@
 
 Per run: searcher, space, dataset, the best architecture's metric, parameters and test figure
 (best.json), the search cost (wall-clock seconds of all stages, from each ``<stage>/stage.json``) and
-the evaluations (results.parquet rows; how many were served from the benchmark store). The plot has
+the evaluations (results.parquet rows of the run's metric, i.e. evaluated architectures; how many were
+served from the benchmark store). The plot has
 the best-so-far against evaluations of every run (one panel per metric) and the search cost per run.
 Reads files only; needs no Ray.
 """
@@ -50,6 +51,7 @@ def read_figures(run_dir: str | Path) -> RunFigures:
         raise UserError(f"{run_dir} has not finished (no best.json); finish it with `facenas resume {run_dir}`")
     best = json.loads(paths.best.read_text())
     frame = pd.read_parquet(paths.results)
+    frame = frame[frame["metric"] == best["metric"]]  # architecture evaluations (not a supernet's val_loss)
     seconds = 0.0
     for marker in paths.root.glob("*/stage.json"):
         try:

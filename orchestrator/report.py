@@ -184,7 +184,7 @@ def _best_section(best: dict[str, Any], space: str) -> str:
     space = best.get("space", space)
     figures = f"{html.escape(str(best['metric']))} = {best['value']:.2f} &middot; params = {int(best['params']):,}"
     for key in ("ri", "nme_mean"):
-        if isinstance(best.get(key), (int, float)):
+        if isinstance(best.get(key), (int, float)) and key not in (best.get("test") or {}):
             figures += f" &middot; {key} = {best[key]:.2f}"
     out = [
         "<h2>Best architecture</h2>",
@@ -232,7 +232,8 @@ def write_report(paths: RunPaths, config: ExperimentConfig) -> Path:
         )
     _load_picture_modules()
     run = read_run(paths, config)
-    frame = run.frame
+    # Stages that report another figure (a supernet's val_loss) are not evaluations of the run's metric.
+    frame = run.frame[run.frame["metric"] == config.metric]
     failed = int((frame["status"] != "ok").sum())
     space = config.space.name
     times = (_img(_stage_times(run.stages), "time per stage") if run.stages

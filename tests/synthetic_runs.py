@@ -127,7 +127,12 @@ def multipath_run(root: Path, *, seed: int = 0) -> Path:
         nme = 6.0 - 0.3 * float((edges == 1).sum()) + 0.1 * float((edges == 2).sum())
         return nme, int(1000 + 500 * (edges == 1).sum()), arch
 
-    sup = _write_stage(root, "supernet", [], {}, 30.0)
+    supernet_row = {  # the supernet stage reports its own figure (val_loss), as monas.supernet_trial does
+        "stage": "supernet", "trial_id": "supernet0000", "arch_key": "supernet-mnus", "arch": "", "metric": "val_loss",
+        "value": 0.16, "params": 31156, "epochs": 1, "cached": False, "status": "ok", "error": "",
+        "test_acc": float("nan"), "dataset_id": "synthetic", "metrics": json.dumps({"val_loss": 0.16}),
+    }
+    sup = _write_stage(root, "supernet", [supernet_row], {}, 30.0)
     samos = SAMOSSearcher(space=space, seed=seed, iterations=25, calibration=4, chains=2)
     search_rows = _drive(samos, score, "search", "val_nme")
     summary = samos.summary()

@@ -26,6 +26,7 @@ def test_compare_table_and_plot(tmp_path: Path, capsys) -> None:
     for run, line in zip(runs, lines[2:5]):
         best = json.loads((run / "best.json").read_text())
         frame = pd.read_parquet(run / "results.parquet")
+        frame = frame[frame["metric"] == best["metric"]]
         seconds = sum(json.loads(p.read_text())["seconds"] for p in run.glob("*/stage.json"))
         assert line.startswith(run.name)
         assert f"{best['metric']}={best['value']:.2f}" in line and f"{best['params']:,}" in line

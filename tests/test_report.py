@@ -102,6 +102,7 @@ def test_monas_report_renders_with_grid_and_sa_plots(tmp_path: Path) -> None:
     page = _check_page(run, tmp_path, "best architecture (multipath space)")
     assert "SAMOS simulated annealing (search)" in page
     assert "val_nme" in page
+    assert "supernet0000" not in page  # the supernet's val_loss is not an evaluation of val_nme
 
 
 def test_macro_micro_report_renders_with_block_diagram_and_phases(tmp_path: Path) -> None:
