@@ -52,7 +52,7 @@ __all__ = [
 
 CLASS_NAMES = ("negative", "positive", "surprise")  # MEGC-2019 composite classes
 MICROEXPR_DATASETS = ("microexpr", "mer_folder")
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 # MEGC-2019: positive = happiness; negative = the CASME-II/SAMM negative emotions; surprise.
 EMOTION_CLASSES: dict[str, int] = {
     "happiness": 1, "happy": 1, "positive": 1,
@@ -197,7 +197,7 @@ def _episode(face: np.ndarray, label: int, landmarks: np.ndarray, rng: np.random
     amplitude = max_motion * rng.uniform(0.55, 1.0)
     bumps = [(r + landmarks[i, 0], c + landmarks[i, 1], dy, dx) for i, (r, c, dy, dx) in enumerate(_MOTIONS[label])]
     field = _cap(amplitude * _field(size, bumps, sigma=0.08 * size), max_motion)  # (2, S, S), <= max_motion
-    if rng.random() < 0.5:  # a blink, in any class: upper lids move down and back
+    if rng.random() < 0.4:  # a blink, in any class: upper lids move down and back
         blink = _cap(_field(size, [(r, c, 1.2, 0.0) for r, c in _EYES], sigma=0.05 * size), max_motion)
     else:
         blink = np.zeros_like(field)
@@ -205,8 +205,8 @@ def _episode(face: np.ndarray, label: int, landmarks: np.ndarray, rng: np.random
     apex = int(rng.integers(n // 4, 3 * n // 4 + 1))
     envelope = _envelope(n, apex)
     blink_at = int(rng.integers(0, n))
-    head = np.cumsum(rng.normal(0.0, 0.25, size=(n, 2)), axis=0)  # random walk of the whole head (px)
-    head = np.clip(head - head[0], -1.0, 1.0)
+    head = np.cumsum(rng.normal(0.0, 0.15, size=(n, 2)), axis=0)  # random walk of the whole head (px)
+    head = np.clip(head - head[0], -0.75, 0.75)
     drift = np.linspace(0.0, rng.normal(0.0, 0.03), n)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     raw = np.empty((n, size, size))
