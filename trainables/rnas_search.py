@@ -99,24 +99,26 @@ def _check_loss(loss: float, epoch: int) -> None:
         raise FloatingPointError(f"loss became {loss} in epoch {epoch}; lower the learning rate")
 
 
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimisers: tuple[torch.optim.Optimizer, ...]) -> torch.Tensor:
+    """Cross-entropy of ``batch`` with fresh gradients (every optimiser's gradients cleared first)."""
+    for opt in optimisers:
+        opt.zero_grad(set_to_none=True)
+    x, y = batch
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach()
+
+
 def search_step(model: RnasSupernet, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
                 batch_a: tuple[torch.Tensor, torch.Tensor], batch_b: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
     """One alternation of Algorithm 1: ``w`` on a batch of A, then ``alpha, eta, beta`` on a batch of B."""
     model.train()
-    x, y = batch_a
-    w_opt.zero_grad(set_to_none=True)
-    a_opt.zero_grad(set_to_none=True)
-    loss_w = F.cross_entropy(model(x), y)
-    loss_w.backward()
+    loss_w = _loss(model, batch_a, (w_opt, a_opt))
     nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
     w_opt.step()
-    x, y = batch_b
-    w_opt.zero_grad(set_to_none=True)
-    a_opt.zero_grad(set_to_none=True)
-    loss_a = F.cross_entropy(model(x), y)
-    loss_a.backward()
+    loss_a = _loss(model, batch_b, (w_opt, a_opt))
     a_opt.step()
-    return float(loss_w.detach()), float(loss_a.detach())
+    return float(loss_w), float(loss_a)
 
 
 def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
