@@ -566,7 +566,7 @@ class PerformanceRanker:
             "mean": self._mean.tolist(),
             "std": self._std.tolist(),
             "offline": [asdict(t) for t in self.offline],
-            "offline_corr": self._offline_corr.tolist(),
+            "offline_corr": [[v if math.isfinite(v) else None for v in row] for row in self._offline_corr.tolist()],
             "past": self.past,
             "tasks_seen": self.tasks_seen,
             "steps": self.steps,
@@ -588,7 +588,8 @@ class PerformanceRanker:
         ranker._mean = np.asarray(state["mean"], dtype=np.float64)
         ranker._std = np.asarray(state["std"], dtype=np.float64)
         ranker.offline = [TaskResults(**t) for t in state["offline"]]
-        ranker._offline_corr = np.asarray(state["offline_corr"], dtype=np.float64).reshape(len(ranker.offline), -1)
+        corr = [[math.nan if v is None else v for v in row] for row in state["offline_corr"]]  # None = too few shared
+        ranker._offline_corr = np.asarray(corr, dtype=np.float64).reshape(len(ranker.offline), -1)
         ranker._offline_z = np.stack([ranker._z(t.features) for t in ranker.offline])
         ranker._offline_partners = [ranker._partners_of(t.results, i) for i, t in enumerate(ranker.offline)]
         ranker.past = [dict(p) for p in state["past"]]
