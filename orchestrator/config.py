@@ -32,6 +32,7 @@ __all__ = [
     "DataConfig",
     "DetectionDataConfig",
     "ExperimentConfig",
+    "HyperFDSearcherConfig",
     "GlobalSpaceConfig",
     "MacroMicroSearcherConfig",
     "RandomSearcherConfig",
@@ -371,8 +372,70 @@ class RnasSearcherConfig(_Section):
         return self
 
 
+class HyperFDSearcherConfig(_Section):
+    """HyperFD (online AutoML for face detection): offline benchmark, ranker warm-up, online protocol, Table 7.
+
+    ``data`` (a detection domain) is the source: its clustered sub-datasets are the offline set and it is
+    the reference of "best on reference". Ranker keys default to the supplement's Table 6.
+    """
+
+    name: Literal["hyperfd"] = "hyperfd"
+    domains: tuple[str, ...] = ("plain", "mask", "fisheye", "fisheye_crowd", "lowlight", "blur", "grayscale",
+                                "crowd", "large", "anime")  # fmt: skip
+    spaces: tuple[Literal["detector_hpo", "detector_nas"], ...] = ("detector_hpo", "detector_nas")
+    pool_size: int = Field(24, ge=2)
+    budget: int = Field(4, ge=1)
+    orders: int = Field(5, ge=1)
+    # benchmark: datasets and the detector's training protocol
+    source_images: int = Field(400, ge=20)
+    offline_datasets: int = Field(16, ge=2)
+    offline_configs: int = Field(12, ge=2)
+    clustering_methods: tuple[str, ...] = ("kmeans", "pca_kmeans", "agglomerative", "birch", "dbscan")
+    clustering_ks: tuple[int, ...] = (2, 3, 5, 7)
+    min_images: int = Field(40, ge=3)
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(16, ge=2)
+    width_mult: float = Field(0.25, gt=0, le=4)
+    eval_every: int = Field(2, ge=1)
+    # ranker (Table 6)
+    hidden: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    iters_per_task: int = Field(50, ge=1)
+    trans_iters: int = Field(20, ge=0)
+    lambda_sim: float = Field(0.03, ge=0)
+    margin: float = Field(0.5, ge=0)
+    lambda_reg: float = Field(1e4, ge=0)
+    explore_ratio: float = Field(0.5, ge=0, lt=1)
+    warmup_steps: int = Field(400, ge=0)
+    warmup_lr: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> HyperFDSearcherConfig:
+        from trainables.detection_data import CLUSTERINGS, domain_names
+
+        problems = []
+        unknown = [d for d in self.domains if d not in domain_names()]
+        if unknown:
+            problems.append(f"domains {unknown} are unknown; valid domains: {', '.join(domain_names())}")
+        if len(set(self.domains)) != len(self.domains) or not self.domains:
+            problems.append(f"domains must be distinct and non-empty, got {list(self.domains)}")
+        if len(set(self.spaces)) != len(self.spaces) or not self.spaces:
+            problems.append(f"spaces must be distinct and non-empty, got {list(self.spaces)}")
+        bad = [m for m in self.clustering_methods if m not in CLUSTERINGS]
+        if bad:
+            problems.append(f"clustering_methods {bad} are unknown; valid: {', '.join(CLUSTERINGS)}")
+        if self.budget > self.pool_size:
+            problems.append(f"budget <= pool_size must hold, but got budget={self.budget}, pool_size={self.pool_size}")
+        if "detector_hpo" in self.spaces and self.pool_size > 216:
+            problems.append(f"pool_size <= 216 (the HPO grid of Table 2) must hold, got {self.pool_size}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 SearcherConfig = Annotated[
-    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig, RnasSearcherConfig],
+    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig, RnasSearcherConfig,
+          HyperFDSearcherConfig],
     Field(discriminator="name"),
 ]
 
@@ -473,6 +536,17 @@ class ExperimentConfig(_Section):
                     "searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
                     f"({', '.join(ALIGNMENT_DATASETS)}), got space {self.space.name!r}, dataset {self.data.dataset!r}"
                 )
+        elif isinstance(self.searcher, HyperFDSearcherConfig):
+            if not isinstance(self.data, DetectionDataConfig):
+                raise ValueError(
+                    "searcher 'hyperfd' needs a detection dataset (data.dataset: detection, its domain is the "
+                    f"offline source), got dataset {self.data.dataset!r}"
+                )
+            if self.data.domain in self.searcher.domains:
+                raise ValueError(
+                    f"data.domain {self.data.domain!r} is the offline source; remove it from searcher.domains "
+                    "(the online domains)"
+                )
         elif isinstance(self.data, DetectionDataConfig):
             raise ValueError(
                 f"dataset 'detection' needs a face-detection searcher (HyperFD); searcher {self.searcher.name!r} "
@@ -493,6 +567,8 @@ class ExperimentConfig(_Section):
     def metric(self) -> str:
         if isinstance(self.data, MicroExprDataConfig):
             return "val_uar"
+        if isinstance(self.data, DetectionDataConfig):
+            return "val_ap50"
         return "val_nme" if self.is_alignment else "val_acc"
 
     @property
@@ -586,6 +662,7 @@ _SEARCHER_MODELS: dict[str, type[BaseModel]] = {
     "macro_micro": MacroMicroSearcherConfig,
     "samos": SamosSearcherConfig,
     "rnas_mer": RnasSearcherConfig,
+    "hyperfd": HyperFDSearcherConfig,
 }
 _SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
 _UNION_TAGS = {
