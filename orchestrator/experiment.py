@@ -17,8 +17,8 @@ import pandas as pd
 import yaml
 
 from orchestrator.config import (
-    ExperimentConfig, MacroMicroSearcherConfig, MicroExprDataConfig, RandomSearcherConfig, RnasSearcherConfig,
-    SamosSearcherConfig,
+    DetectionDataConfig, ExperimentConfig, HyperFDSearcherConfig, MacroMicroSearcherConfig, MicroExprDataConfig,
+    RandomSearcherConfig, RnasSearcherConfig, SamosSearcherConfig,
 )
 from orchestrator.errors import UserError
 from orchestrator.evaluate import EvalJob
@@ -96,6 +96,10 @@ def load_data(config: ExperimentConfig) -> Any:
             from trainables.microexpr import load_microexpr
 
             return load_microexpr(**config.data.loader_kwargs())
+        if isinstance(config.data, DetectionDataConfig):
+            from trainables.detection_data import load_detection_domain
+
+            return load_detection_domain(**config.data.loader_kwargs())
         return load_dataset(**config.data.loader_kwargs())
     except DatasetError as exc:
         raise UserError(f"data: {exc}") from None
@@ -106,6 +110,10 @@ def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
         from trainables.faces3d import alignment_meta_features
 
         return alignment_meta_features(data)
+    if isinstance(config.data, DetectionDataConfig):
+        from trainables.detection_data import detection_meta_features
+
+        return detection_meta_features(data)
     if isinstance(config.data, MicroExprDataConfig):
         from trainables.microexpr import microexpr_meta_features
 
@@ -252,11 +260,19 @@ def _rnas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeli
     return _Pipeline(stages, "loso", extras, select)
 
 
+def _hyperfd_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
+    from orchestrator.hyperfd import hyperfd_stages
+
+    stages, select, extras = hyperfd_stages(config, job_for("search").store, Path(job_for("search").storage_path))
+    return _Pipeline(stages, stages[-1].name, extras, select)
+
+
 _PIPELINES = {
     RandomSearcherConfig: _random_pipeline,
     MacroMicroSearcherConfig: _macro_micro_pipeline,
     SamosSearcherConfig: _monas_pipeline,
     RnasSearcherConfig: _rnas_pipeline,
+    HyperFDSearcherConfig: _hyperfd_pipeline,
 }
 
 
