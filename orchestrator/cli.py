@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     board = sub.add_parser("tensorboard", help="start TensorBoard on 127.0.0.1 over a run's event files")
     board.add_argument("run_dir")
     board.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
+
+    bench = sub.add_parser("benchmark", help="the shared benchmark store")
+    bench_sub = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = bench_sub.add_parser("build", help="fill the store offline for a config (resumes: stored rows are skipped)")
+    build.add_argument("config", help="experiment YAML with searcher.name: hyperfd, e.g. configs/hyperfd.yaml")
+    build.add_argument("--storage", help="folder holding runs and the benchmark store (default: config `storage`)")
+    build.add_argument("--address", help="attach to a Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
+    build.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a config value (repeatable)")
     return p
 
 
@@ -86,11 +95,12 @@ def _execute(paths, config, *, address: str | None, dashboard: bool = False) -> 
 def _cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.config import load_config
     from orchestrator.experiment import prepare
-    from orchestrator.runtime import check_address, check_dashboard
+    from orchestrator.runtime import check_address, check_dashboard, check_storage
 
     config, raw = load_config(args.config, args.overrides)
     check_address(args.address)
     check_dashboard(args.dashboard)
+    check_storage(args.storage or config.storage)
     paths = prepare(config, raw, storage=args.storage, name=args.name)
     print(f"run directory: {paths.root}")
     return _execute(paths, config, address=args.address, dashboard=args.dashboard)
@@ -98,7 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.experiment import open_run
-    from orchestrator.runtime import check_address
+    from orchestrator.runtime import check_address, check_storage
 
     paths, config, _raw = open_run(args.run_dir)
     if paths.best.is_file():
@@ -107,6 +117,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             "start another with `facenas run CONFIG --name NEW`"
         )
     check_address(args.address)
+    check_storage(paths.storage)
     print(f"resuming {paths.root}")
     return _execute(paths, config, address=args.address)
 
@@ -169,9 +180,35 @@ def _cmd_tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from orchestrator.config import HyperFDSearcherConfig, load_config
+    from orchestrator.runtime import check_address, start_ray, stop_ray
+
+    config, _raw = load_config(args.config, args.overrides)
+    if not isinstance(config.searcher, HyperFDSearcherConfig):
+        raise UserError(
+            f"{args.config}: benchmark build needs searcher.name: hyperfd (it defines datasets and pools), "
+            f"got {config.searcher.name!r}"
+        )
+    check_address(args.address)
+    from orchestrator.hyperfd import build_benchmark
+
+    storage = Path(args.storage or config.storage).expanduser().resolve()
+    print(start_ray(args.address, num_cpus=config.resources.num_cpus))
+    try:
+        done = build_benchmark(config, storage)
+    finally:
+        stop_ray()
+    print("benchmark: " + ", ".join(f"{space}: {n} rows evaluated" for space, n in done.items()))
+    print(f"store:     {storage / 'benchmark'}")
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report, "export": _cmd_export,
-    "compare": _cmd_compare, "tensorboard": _cmd_tensorboard,
+    "compare": _cmd_compare, "tensorboard": _cmd_tensorboard, "benchmark": _cmd_benchmark,
 }
 
 
@@ -182,7 +219,7 @@ def _loopback_only(args: argparse.Namespace) -> None:
     address and its servers listen on every interface. The switch is read when Ray is imported, so it
     is set here, before any module that imports Ray.
     """
-    if args.command in ("run", "resume") and not (args.address or os.environ.get("RAY_ADDRESS")):
+    if args.command in ("run", "resume", "benchmark") and not (args.address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
