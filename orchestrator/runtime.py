@@ -10,7 +10,7 @@ import warnings
 
 from orchestrator.errors import UserError
 
-__all__ = ["NAMESPACE", "check_address", "check_dashboard", "start_ray", "stop_ray"]
+__all__ = ["NAMESPACE", "check_address", "check_dashboard", "check_storage", "start_ray", "stop_ray"]
 
 NAMESPACE = "facenas"
 
@@ -20,6 +20,21 @@ def check_address(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
+
+
+def check_storage(storage: str | os.PathLike[str]) -> None:
+    """Check ``--storage`` and the benchmark store's files in it before anything is created or started.
+
+    Raises:
+        UserError: ``storage`` is a file, or a Parquet file of its benchmark store is unreadable or has the
+            wrong schema (a :class:`~orchestrator.store.StoreError`, one line naming the file).
+    """
+    from orchestrator.store import check_store
+
+    root = os.path.abspath(os.path.expanduser(os.fspath(storage)))
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise UserError(f"storage {root} is a file, not a folder; pass --storage FOLDER (created if missing)")
+    check_store(os.path.join(root, "benchmark"))  # experiment.STORE_DIR; not imported: that module loads Ray
 
 
 def check_dashboard(dashboard: bool) -> None:

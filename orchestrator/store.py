@@ -50,12 +50,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.errors import UserError
+
 __all__ = [
     "DATASET_COLUMNS",
     "EVALUATION_COLUMNS",
     "BenchmarkStore",
     "StoreClient",
     "StoreError",
+    "check_store",
 ]
 
 _log = logging.getLogger(__name__)
@@ -107,10 +110,11 @@ _TMP_SUFFIX = ".tmp"
 _LOAD_ATTEMPTS = 5  # a part may vanish while listing when another store instance compacts the folder
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """The benchmark store cannot be used as it is on disk, or its actor cannot be reached.
 
-    The message is one line naming the problem and the fix.
+    The message is one line naming the problem and the fix; being a :class:`UserError`, the CLI prints
+    it as such (exit code 2, no traceback).
     """
 
 
@@ -171,6 +175,49 @@ def _types_match(found: pa.DataType, expected: pa.DataType) -> bool:
     return found.equals(expected)
 
 
+def _schema_problem(found: pa.Schema, schema: pa.Schema) -> str | None:
+    """What is wrong with a part file's schema (a missing or wrongly typed column), or None."""
+    for field in schema:
+        if field.name not in found.names:
+            return f"has the wrong schema (missing column {field.name!r})"
+        kind = found.field(field.name).type
+        if not _types_match(kind, field.type):
+            return f"has the wrong schema (column {field.name!r} is {kind}, expected {field.type})"
+    return None
+
+
+def check_store(root: str) -> None:
+    """Check the part files of the store at ``root`` without loading them (no Ray, nothing written).
+
+    Reads each part's Parquet footer only, so a run or resume can refuse a bad store file before
+    anything starts; :class:`BenchmarkStore` still checks the values when it loads.
+
+    Raises:
+        StoreError: ``root`` is not a folder, or a part file is unreadable or has the wrong schema.
+    """
+    root = os.path.abspath(root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise StoreError(f"benchmark store path {root} is a file, not a folder; move it away")
+    for table, schema in (("evaluations", _EVALUATION_SCHEMA), ("datasets", _DATASET_SCHEMA)):
+        folder = os.path.join(root, table)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not (name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                found = pq.read_schema(path)
+            except FileNotFoundError:
+                continue  # compacted away meanwhile
+            except (pa.ArrowException, OSError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise _bad_file(path, f"is not a readable Parquet file ({reason})") from None
+            problem = _schema_problem(found, schema)
+            if problem:
+                raise _bad_file(path, problem)
+
+
 def _read_part(path: str, schema: pa.Schema) -> list[dict[str, Any]]:
     """Read one part file and check it against ``schema``.
 
@@ -185,14 +232,10 @@ def _read_part(path: str, schema: pa.Schema) -> list[dict[str, Any]]:
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _bad_file(path, f"is not a readable Parquet file ({reason})") from None
+    problem = _schema_problem(table.schema, schema)
+    if problem:
+        raise _bad_file(path, problem)
     for field in schema:
-        if field.name not in table.column_names:
-            raise _bad_file(path, f"has the wrong schema (missing column {field.name!r})")
-        found = table.schema.field(field.name).type
-        if not _types_match(found, field.type):
-            raise _bad_file(
-                path, f"has the wrong schema (column {field.name!r} is {found}, expected {field.type})"
-            )
         if table.column(field.name).null_count:
             raise _bad_file(path, f"has empty values in column {field.name!r}")
     # Extra columns are ignored: a newer facenas may add columns, an older one still reads the rest.
