@@ -658,6 +658,7 @@ def _load_sibling(stem: str) -> Any:
 _load_sibling("monas_bench").install(
     register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env, local_ray=_local_ray
 )
+_load_sibling("reliability_bench").install(register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""benchmarks/reliability_bench.py: registered in run.py's registry, result shape, quick runs of both.
+
+The quick runs start a local Ray each (marked integration and slow); their figures are checked for
+shape and consistency, not for the goal (timings on a shared 2-core machine are noisy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = {"searcher_overhead", "store_throughput"}
+
+
+def _load(stem: str, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> Any:
+    return _load("run", "facenas_benchmarks_run_under_test_rel")
+
+
+@pytest.fixture(scope="module")
+def reliability() -> Any:
+    return _load("reliability_bench", "facenas_benchmarks_reliability_under_test")
+
+
+def _hooks(reliability: Any, bench: Any) -> Any:
+    return reliability.Hooks(progress=bench._progress, ray_env=bench._ray_env, local_ray=bench._local_ray)
+
+
+def test_run_py_registers_both(bench):
+    assert NAMES <= set(bench.BENCHMARKS)
+    for name in NAMES:
+        assert bench.BENCHMARKS[name].__name__ == name
+
+
+def test_a_second_install_raises(bench, reliability):
+    before = dict(bench.BENCHMARKS)
+    with pytest.raises(ValueError, match="already registered"):
+        reliability.install(bench.register, progress=bench._progress, ray_env=bench._ray_env, local_ray=bench._local_ray)
+    assert bench.BENCHMARKS == before
+
+
+def test_trivial_trial_score_is_deterministic(reliability, monkeypatch):
+    from ray import tune
+
+    seen = []
+    monkeypatch.setattr(tune, "report", lambda metrics: seen.append(metrics))
+    reliability.trivial_trial({"arch": '{"a": 1}'}, metric="val_acc")
+    reliability.trivial_trial({"arch": '{"a": 1}'}, metric="val_acc")
+    reliability.trivial_trial({"x": 0.5}, metric="val_nme")
+    assert seen[0] == seen[1] and 0 <= seen[0]["val_acc"] < 100 and "val_nme" in seen[2]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_searcher_overhead_quick(bench, reliability):
+    result = reliability.searcher_overhead(
+        True, hooks=_hooks(reliability, bench), sizes={"trials": 6, "rounds": 1}, searchers=("random", "samos")
+    )
+    assert set(result) == set(bench.RESULT_KEYS)
+    per = result["detail"]["searchers"]
+    assert set(per) == {"random", "samos"}
+    for kind, figures in per.items():
+        (row,) = figures["rounds"]
+        assert row["trials"] >= 2
+        assert math.isclose(row["ratio"], row["facenas_s_per_trial"] / row["tune_random_s_per_trial"])
+    assert result["value"] == max(f["median_ratio"] for f in per.values())
+    assert result["holds"] == (result["value"] <= 1.05)
+    assert per["random"]["rounds"][0]["trials"] == 6
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_store_throughput_quick(bench, reliability):
+    sizes = {"prefill": 50, "lookups": 20, "batches": 2, "batch": 5, "singles": 2}
+    result = reliability.store_throughput(True, hooks=_hooks(reliability, bench), sizes=sizes)
+    checked = bench._check_result("store_throughput", result)
+    detail = checked["detail"]
+    assert detail["clients"] == 8
+    assert checked["value"] == pytest.approx(detail["batched_rows_per_s"]) and checked["value"] > 0
+    assert detail["lookups_per_s"] > 0 and detail["single_row_puts_per_s"] > 0
+    assert checked["holds"] == (checked["value"] >= checked["goal"])
