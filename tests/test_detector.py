@@ -35,7 +35,7 @@ def test_forward_backward_every_arch(arch):
     faces = [torch.tensor([[10.0, 12.0, 30.0, 36.0]]), torch.zeros(0, 4)]
     loss, parts = detection_loss(logits, offsets, model.anchors, faces, HpoConfig.default())
     loss.backward()
-    assert math.isfinite(float(loss)) and parts["positives"] >= 1
+    assert math.isfinite(loss.item()) and parts["positives"] >= 1
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(float(g.abs().sum()) > 0 for g in grads[:3])  # the stem learns
@@ -156,7 +156,7 @@ def test_fit_detector_is_seeded_and_reports_plain_numbers():
     assert a.val_ap50 == b.val_ap50 and a.test_ap50 == b.test_ap50 and a.train_loss == b.train_loss
     assert 0.0 <= a.val_ap50 <= 1.0 and 0.0 <= a.test_ap50 <= 1.0 and a.best_epoch in (1, 2)
     assert a.cost_s > 0 and a.params > 0
-    assert set(a.to_dict()) == {"val_ap50", "test_ap50", "best_epoch", "epochs", "train_loss", "cost_s", "params"}
+    assert a.cpu_s > 0 and set(a.to_dict()) == {"val_ap50", "test_ap50", "best_epoch", "epochs", "train_loss", "cost_s", "cpu_s", "params"}
 
 
 def test_fit_detector_learns_an_easy_domain():
