@@ -42,8 +42,10 @@ __all__ = [
     "PICTURE_MODULES",
     "SEARCHER_PLOTS",
     "RunView",
+    "arch_of",
     "draw_global",
     "draw_multipath",
+    "hpo_plots",
     "macro_micro_plots",
     "rank_scatter",
     "samos_plots",
@@ -266,6 +268,31 @@ def macro_micro_plots(run: RunView) -> list[tuple[str, Figure]]:
 
 SEARCHER_PLOTS.register("samos", samos_plots)
 SEARCHER_PLOTS.register("macro_micro", macro_micro_plots)
+
+
+def hpo_plots(run: RunView) -> list[tuple[str, Figure]]:
+    """The Optuna ``hpo`` draws of every stage that had them: the metric against each hyper-parameter
+    (one panel each, log axis for ``loguniform``), from the stage summary's ``hpo.trials``."""
+    out = []
+    for stage, payload in run.stages.items():
+        hpo = (payload.get("summary") or {}).get("hpo") or {}
+        trials = [t for t in hpo.get("trials") or [] if t.get("value") is not None]
+        if not trials:
+            continue
+        keys = list(hpo.get("space") or trials[0]["params"])
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            xs = [t["params"].get(key) for t in trials]
+            ax.scatter(xs, [t["value"] for t in trials], s=18)
+            if (hpo.get("space") or {}).get(key, [""])[0] == "loguniform":
+                ax.set_xscale("log")
+            ax.set(xlabel=key, ylabel=run.metric)
+            ax.grid(alpha=0.3)
+        best = hpo.get("best_params")
+        fig.suptitle(f"{stage}: {len(trials)} Optuna draws; best {best}", fontsize=9)
+        fig.tight_layout()
+        out.append((f"hyper-parameters drawn by Optuna ({stage})", fig))
+    return out
 
 
 def rank_scatter(predicted: Sequence[float], true: Sequence[float], *, title: str = "") -> Figure:

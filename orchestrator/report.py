@@ -3,7 +3,8 @@
 Sections: the best architecture (summary, figures and its picture from
 :data:`orchestrator.pictures.ARCH_PICTURES`, or a note when its space has none), the search
 trajectory with the best so far, the metric vs parameters Pareto front, the time per stage, the
-searcher's own plots (:data:`orchestrator.pictures.SEARCHER_PLOTS`) and the top evaluations. Reads
+searcher's own plots (:data:`orchestrator.pictures.SEARCHER_PLOTS`), the Optuna ``hpo`` draws when
+the run had them, and the top evaluations. Reads
 only files (results.parquet, best.json, ``<stage>/stage.json``); needs no Ray.
 """
 
@@ -202,6 +203,16 @@ def _best_section(best: dict[str, Any], space: str) -> str:
     return "\n".join(out)
 
 
+def _hpo_section(run: Any) -> str:
+    from orchestrator.pictures import hpo_plots
+
+    plots = hpo_plots(run)
+    if not plots:
+        return ""
+    return "<h2>Hyper-parameters (hpo)</h2>" + "".join(
+        f"<h3>{html.escape(title)}</h3>{_img(fig, title)}" for title, fig in plots)
+
+
 def _searcher_section(run: Any, searcher: str) -> str:
     from orchestrator.pictures import SEARCHER_PLOTS
 
@@ -256,6 +267,7 @@ img{{max-width:100%;display:block;margin:0.5em 0}}.note{{color:#8a5300;backgroun
 <h2>Time per stage</h2>
 {times}
 {_searcher_section(run, config.searcher.name)}
+{_hpo_section(run)}
 <h2>Top evaluations</h2>
 {_table(frame, config.mode, space)}
 </body></html>

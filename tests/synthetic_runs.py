@@ -61,8 +61,9 @@ def _write_run(root: Path, raw: dict, frames: list[pd.DataFrame], best: dict) ->
     return root
 
 
-def global_run(root: Path, *, searcher: str = "macro_micro", seed: int = 0) -> Path:
-    """A finished run of the global space on digits (macro_micro: search + retrain; or random: search)."""
+def global_run(root: Path, *, searcher: str = "macro_micro", seed: int = 0, hpo: bool = False) -> Path:
+    """A finished run of the global space on digits (macro_micro: search + retrain; or random: search,
+    with ``hpo`` its trials also draw lr and batch size from Optuna)."""
     from search_algos.spaces.global_space import GlobalSpace, count_params
 
     def score(config: dict) -> tuple[float, int, Any]:
@@ -97,6 +98,11 @@ def global_run(root: Path, *, searcher: str = "macro_micro", seed: int = 0) -> P
 
         space = GlobalSpace(d_min=2, d_max=6, w_min=8, w_max=16, w_step=4)
         s = RandomArchSearcher(space, num_samples=6, epochs=2, metric="val_acc", mode="max", seed=seed)
+        if hpo:
+            from orchestrator.hpo import HpoSearcher
+
+            raw["hpo"] = {"lr": ["loguniform", 0.001, 0.1], "batch_size": ["choice", 16, 32]}
+            s = HpoSearcher(s, raw["hpo"], seed=seed)
         rows = _drive(s, score, "search", "val_acc")
         for r in rows:
             r["test_acc"] = r["value"] - 1.0

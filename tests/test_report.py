@@ -111,15 +111,17 @@ def test_macro_micro_report_renders_with_block_diagram_and_phases(tmp_path: Path
     assert "macro-micro greedy search (Algorithm 1)" in page
 
 
-def test_space_without_picture_gets_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_space_without_picture_gets_a_note_and_hpo_draws_are_plotted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator import pictures
 
-    run = global_run(tmp_path / "runs" / "rnd", searcher="random")
+    run = global_run(tmp_path / "runs" / "rnd", searcher="random", hpo=True)
     monkeypatch.setattr(pictures.ARCH_PICTURES, "_items", {"multipath": pictures.draw_multipath})
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert "no architecture picture is registered for space &#x27;global&#x27;" in page
     assert "best architecture (global space)" not in page
+    # the run's Optuna draws get their own panel
+    assert "hyper-parameters drawn by Optuna (search)" in [alt for alt, _ in _images(page)]
 
 
 def test_report_of_unfinished_run_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
