@@ -338,7 +338,7 @@ def _fit(
             logits, offsets = model(_normalise(x.to(device)))
             loss, _parts = detection_loss(logits, offsets, anchors, [g.to(device) for g in gt], hpo)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training diverged: loss={float(loss)} at epoch {epoch}")
+                raise FloatingPointError(f"training diverged: loss={loss.item()} at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
