@@ -117,8 +117,9 @@ def test_mask_occludes_only_inside_the_face_box():
 
 def test_unknown_domain_and_bad_sizes_are_one_line_errors():
     with pytest.raises(DatasetError, match="unknown detection domain 'nope'; valid domains: anime") as err:
-        load_detection_domain("nope", image_size=8)
-    assert "image_size must be an integer >= 32" in str(err.value) and "\n" not in str(err.value)
+        load_detection_domain("nope", image_size=8, seed=-1)
+    assert "image_size must be an integer >= 32" in str(err.value) and "seed must be an integer >= 0" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 # -- meta-features -----------------------------------------------------------------------------------

@@ -234,8 +234,8 @@ def load_detection_domain(
         problems.append(f"image_size must be an integer >= 32, got {image_size!r}")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 10:
         problems.append(f"n_images must be an integer >= 10, got {n_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        problems.append(f"seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"seed must be an integer >= 0, got {seed!r}")
     if problems:
         raise DatasetError("; ".join(problems))
     return _generate(domain, seed, image_size, n_images)
