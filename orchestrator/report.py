@@ -63,7 +63,8 @@ def _trajectory(frame: pd.DataFrame, metric: str, mode: str) -> Any:
     ax.set_xlabel("evaluation (trial order within its stage)")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when every evaluation failed
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -103,7 +104,8 @@ def _pareto(frame: pd.DataFrame, metric: str, mode: str) -> Any:
     ax.set_xlabel("parameters (log)")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when every evaluation failed
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
