@@ -20,6 +20,7 @@ from trainables.detection_data import (
     image_features,
     load_detection_domain,
     load_wider_annotations,
+    load_wider_face,
     split_sizes,
 )
 
@@ -282,3 +283,29 @@ def test_detection_data_config_names_a_domain():
         parse_config({"data": {"dataset": "detection", "domian": "blur"}})
     with pytest.raises(UserError, match="dataset 'detection' needs a face-detection searcher"):
         parse_config({"data": {"dataset": "detection", "domain": "blur"}})
+
+
+def test_wider_face_folder_to_dataset(tmp_path):
+    from skimage.io import imsave
+
+    images = tmp_path / "images"
+    (images / "0--Parade").mkdir(parents=True)
+    lines = []
+    for i in range(10):
+        name = f"0--Parade/img_{i}.png"
+        pixels = np.full((40, 80, 3), 30 * (i % 8), dtype=np.uint8)  # 80 wide, 40 high: padded to 80 x 80
+        imsave(images / name, pixels, check_contrast=False)
+        lines += [name, "2", "8 4 16 20 0 0 0 0 0 0", "40 0 2 2 0 0 0 0 0 0"]  # the second face is tiny
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    ds = load_wider_face(tmp_path / "gt.txt", images, image_size=40, seed=1)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 1, 3)
+    assert ds.train.images.shape == (6, 3, 40, 40)
+    # Scale 40 / 80 = 0.5: [8, 4, 24, 24] -> [4, 2, 12, 12]; the 2x2 face becomes 1x1 < min_face: dropped.
+    for b in ds.train.boxes + ds.test.boxes:
+        assert b.tolist() == [[4.0, 2.0, 12.0, 12.0]]
+    # The padding (bottom half) is black.
+    assert ds.train.images[:, :, 22:, :].max() == 0.0
+    assert load_wider_face(tmp_path / "gt.txt", images, image_size=40, seed=1).dataset_id == ds.dataset_id
+    (images / "0--Parade/img_3.png").unlink()
+    with pytest.raises(DatasetError, match="cannot read image .*img_3.png listed in"):
+        load_wider_face(tmp_path / "gt.txt", images, image_size=40)
