@@ -111,6 +111,27 @@ def test_macro_micro_report_renders_with_block_diagram_and_phases(tmp_path: Path
     assert "macro-micro greedy search (Algorithm 1)" in page
 
 
+def test_the_image_check_sees_a_broken_image(tmp_path: Path) -> None:
+    """The rendering check can fail: a page with one undecodable image is reported as such."""
+    good = _png_uri()
+    page = tmp_path / "page.html"
+    page.write_text(f'<!doctype html><html><body><img alt="a" src="{good}">'
+                    '<img alt="b" src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAA"></body></html>')
+    dom, shot = _render(page, tmp_path)
+    assert 'data-images="2:1"' in dom and dom.count('data-broken="1"') == 1
+    assert re.search(r'<img alt="b" [^>]*data-broken="1"', dom)
+
+
+def _png_uri() -> str:
+    import matplotlib.pyplot as plt
+
+    from orchestrator.report import _png
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    return _png(fig)
+
+
 def test_space_without_picture_gets_a_note_and_hpo_draws_are_plotted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator import pictures
 
