@@ -134,7 +134,8 @@ def test_classes_are_learnable_but_not_trivial_under_loso():
     ds = make_microexpr(subjects=6, episodes=8, frames=6, image_size=16, seed=0)
     truth, predicted = [], []
     for _subject, train, test in loso_folds(ds.subjects):
-        result = fit_fold(lambda: BaselineC3D(4, num_classes=3), ds, train, test, FoldSettings(epochs=12, batch_size=8))
+        result = fit_fold(lambda: BaselineC3D(4, num_classes=3, stem_stride=1), ds, train, test,
+                          FoldSettings(epochs=12, batch_size=8))
         truth += result["truth"]
         predicted += result["predicted"]
     score = uar(truth, predicted, 3)

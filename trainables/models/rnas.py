@@ -492,21 +492,26 @@ class RnasNetwork(nn.Module):
 
 
 class BaselineC3D(nn.Module):
-    """A hand-designed 3D CNN (C3D-like): four conv-BN-ReLU blocks of widths w, 2w, 4w, 4w with pooling.
+    """A hand-designed 3D CNN (C3D-like): four conv-BN-ReLU blocks of widths w, 2w, 4w, 4w.
 
-    Pooling halves space after every block and time after blocks 2 and 3; global average pooling and a
-    linear head follow. Used as the LOSO baseline at a parameter count close to the searched network.
+    The first convolution halves space (``stem_stride`` 2, like the RNAS stems), max pooling halves
+    space after block 1 and time and space after blocks 2 and 3; global average pooling and a linear
+    head follow. Used as the LOSO baseline at a parameter count close to the searched network's; the
+    early down-sampling keeps its compute near the searched network's too (parameters sit in the deep,
+    low-resolution blocks of both).
     """
 
-    def __init__(self, width: int, *, num_classes: int, in_channels: int = 1, dropout: float = 0.2) -> None:
+    def __init__(self, width: int, *, num_classes: int, in_channels: int = 1, dropout: float = 0.2,
+                 stem_stride: int = 2) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 4 * width]
-        pools = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1)]
+        pools = [(1, 2, 2), (2, 2, 2), (2, 2, 2), None]
         layers: list[nn.Module] = []
         c_in = in_channels
-        for w, pool in zip(widths, pools):
-            layers += [nn.Conv3d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm3d(w), nn.ReLU()]
-            if pool != (1, 1, 1):
+        for i, (w, pool) in enumerate(zip(widths, pools)):
+            stride = (1, stem_stride, stem_stride) if i == 0 else (1, 1, 1)
+            layers += [nn.Conv3d(c_in, w, 3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(w), nn.ReLU()]
+            if pool is not None:
                 layers.append(nn.MaxPool3d(pool, ceil_mode=True))
             c_in = w
         self.features = nn.Sequential(*layers)
@@ -515,7 +520,7 @@ class BaselineC3D(nn.Module):
         self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x).mean(dim=(2, 3, 4))))
+        return self.head(self.dropout(self.features(x).mean(dim=(2, 3, 4))))  # (B, classes)
 
 
 def count_params(model: nn.Module) -> int:
