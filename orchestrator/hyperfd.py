@@ -71,8 +71,6 @@ SPACES = ("detector_hpo", "detector_nas")
 
 
 def _load_offline(source: dict[str, Any], clustering: dict[str, Any], dataset_id: str) -> Any:
-    from trainables.detection_data import offline_datasets
-
     for ds in _offline_cached(json.dumps(source, sort_keys=True), json.dumps(clustering, sort_keys=True)):
         if ds.dataset_id == dataset_id:
             return ds
@@ -305,13 +303,15 @@ class JobListSearcher(ArchSearcher):
         return {"evaluations": self._done, "planned": len(self.jobs)}
 
 
+def _same_protocol(row: dict[str, Any], plan: Plan, space: str) -> bool:
+    """A stored row made with this plan's fidelity, seed and training protocol (else it is not served)."""
+    config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+    return row["fidelity"] == plan.epochs and row["seed"] == plan.seed and config.get("training") == plan.training[space]
+
+
 def missing_jobs(plan: Plan, space: str, store: Any) -> list[dict[str, Any]]:
     """The benchmark rows of ``space`` not yet stored with this plan's protocol."""
-    have = set()
-    for row in store.rows(space=space):
-        config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-        if row["fidelity"] == plan.epochs and row["seed"] == plan.seed and config.get("training") == plan.training[space]:
-            have.add((row["arch_key"], row["dataset_id"]))
+    have = {(row["arch_key"], row["dataset_id"]) for row in store.rows(space=space) if _same_protocol(row, plan, space)}
     out = []
     for job in plan.jobs(space):
         arch = decode_arch(space, job["arch"])
@@ -376,8 +376,7 @@ def _stored_results(plan: Plan, space: str, store: Any) -> dict[str, dict[str, d
     """dataset_id -> arch_key -> {"val", "test"} of the rows made with this plan's protocol."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in store.rows(space=space):
-        config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-        if row["fidelity"] != plan.epochs or row["seed"] != plan.seed or config.get("training") != plan.training[space]:
+        if not _same_protocol(row, plan, space):
             continue
         m = row["metrics"]
         out.setdefault(row["dataset_id"], {})[row["arch_key"]] = {
