@@ -65,13 +65,33 @@ def test_optuna_search_stops_at_its_budget_and_keeps_it_across_restore(tmp_path)
     assert again.summary()["trials"] == 2 and again.summary()["best_hpo"]["value"] == 0.75
 
 
+def test_ablation_switches_become_stages_with_their_spec():
+    from orchestrator.config import parse_config
+    from orchestrator.rnas import rnas_stages
+
+    raw = copy.deepcopy(CONFIG)
+    raw["searcher"]["ablations"] = ["darts_ops", "no_partial", "no_attention", "no_edge_norm"]
+    config = parse_config(raw)
+    data = make_microexpr(subjects=3, episodes=1, frames=4, image_size=16)
+    stages, _select, _extras = rnas_stages(config, data, store=None, run_dir="/nonexistent/run")
+    names = [s.name for s in stages]
+    assert names[:3] == ["search", "loso", "baseline_loso"]
+    specs = {s.name: s.job.spec for s in stages}
+    assert specs["search_darts_ops"]["ops"] == "darts" and specs["loso_darts_ops"]["ops"] == "darts"
+    assert specs["search_no_partial"]["partial"] == 1 and specs["search"]["partial"] == 4
+    assert specs["search_no_attention"]["attention"] is False and specs["search"]["attention"] is True
+    assert specs["search_no_edge_norm"]["edge_norm"] is False
+    for name in ("darts_ops", "no_partial", "no_attention", "no_edge_norm"):  # each switch: its search, its LOSO
+        assert names.index(f"search_{name}") + 1 == names.index(f"loso_{name}")
+
+
 CONFIG = {
     "name": "rnas",
     "seed": 0,
     "data": {"dataset": "microexpr", "subjects": 3, "episodes": 3, "frames": 4, "image_size": 16},
     "space": {"name": "rnas", "cells": 2, "nodes": 2, "levels": 2},
     "searcher": {"name": "rnas_mer", "channels": 4, "epochs": 1, "batch_size": 4, "tune_over": "optuna",
-                 "optuna_trials": 2, "loso_epochs": 1, "loso_batch_size": 4, "ablations": ["no_attention"]},
+                 "optuna_trials": 2, "loso_epochs": 1, "loso_batch_size": 4},
     "resources": {"num_cpus": 2},
 }
 
@@ -85,11 +105,9 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
     proc = facenas("run", str(config), "--storage", str(tmp_path / "runs"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RNAS-MER (searched)      UAR=" in proc.stdout and "baseline 3D CNN          UAR=" in proc.stdout
-    assert "ablation no_attention    UAR=" in proc.stdout
     run = tmp_path / "runs" / "rnas"
     frame = pd.read_parquet(run / "results.parquet")
-    assert list(dict.fromkeys(frame["stage"])) == ["search", "loso", "baseline_loso", "search_no_attention",
-                                                   "loso_no_attention"]
+    assert list(dict.fromkeys(frame["stage"])) == ["search", "loso", "baseline_loso"]
     assert (frame["stage"] == "search").sum() == 2  # the Optuna budget
     assert (frame["stage"] == "loso").sum() == 3 and (frame["stage"] == "baseline_loso").sum() == 3  # one per subject
     best = json.loads((run / "best.json").read_text())
@@ -109,6 +127,5 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
     assert best["uf1"] == pytest.approx(np.mean(f1s))
     assert best["params"] > 0 and best["model_size_mb"] > 0 and best["space"] == "rnas"
     assert best["baseline"]["uar"] is not None and best["baseline"]["params"] > 0
-    assert best["ablations"]["no_attention"]["genotype"]["attention"] is False
     assert best["search"]["hpo"] == "optuna" and best["search"]["trials"] == 2
     assert best["arch"] == best["genotype"]

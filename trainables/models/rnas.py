@@ -535,10 +535,17 @@ def model_size_mb(model: nn.Module) -> float:
 
 
 def baseline_for_params(params: int, *, num_classes: int, in_channels: int = 1) -> BaselineC3D:
-    """The :class:`BaselineC3D` whose parameter count is closest to ``params`` (width 2..128)."""
-    best, best_gap = None, None
-    for width in range(2, 129):
-        gap = abs(count_params(BaselineC3D(width, num_classes=num_classes, in_channels=in_channels)) - params)
-        if best_gap is None or gap < best_gap:
-            best, best_gap = width, gap
+    """The :class:`BaselineC3D` whose parameter count is closest to ``params`` (width 2..256).
+
+    The count grows with the width, so a bisection finds the two widths around ``params``.
+    """
+
+    def size(width: int) -> int:
+        return count_params(BaselineC3D(width, num_classes=num_classes, in_channels=in_channels))
+
+    low, high = 2, 256
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if size(mid) <= params else (low, mid)
+    best = min((low, high), key=lambda w: (abs(size(w) - params), w))
     return BaselineC3D(best, num_classes=num_classes, in_channels=in_channels)
