@@ -29,7 +29,7 @@ import pytest
 
 from tests.cli_driver import cli_env, evaluations_stored, facenas, write_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 KILLS = 5
 CONFIGS = {
