@@ -102,10 +102,12 @@ def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def lookup_same_protocol(store: Any, key: tuple, training: dict[str, Any]) -> dict[str, Any] | None:
     """A stored evaluation of ``key`` trained with the same protocol (lr, batch, ...), else None.
 
-    The store's key (space, arch_key, dataset_id, fidelity, seed) does not name the training protocol;
-    a result trained with other settings must not be served as this one (DESIGN.md §3 key, noted gap).
+    The store's key ends with the protocol (``orchestrator.store.protocol_of`` of ``{"training": ...}``),
+    so the lookup asks for this one; the settings are compared again as a guard.
     """
-    hit = store.lookup(*key)
+    from orchestrator.store import protocol_of
+
+    hit = store.lookup(*key, protocol_of({"training": training}))
     if hit is None:
         return None
     stored = json.loads(hit["config"]) if isinstance(hit.get("config"), str) else hit.get("config") or {}
@@ -125,7 +127,7 @@ def record(store: Any, *, key: tuple, config: dict[str, Any], metrics: dict[str,
 # -- candidates of the global space -------------------------------------------------------------------
 
 
-def _settings(job: EvalJob, epochs: int, training: dict[str, Any]) -> TrainSettings:
+def _settings(job: EvalJob, epochs: int, training: dict[str, Any], seed: int) -> TrainSettings:
     t = training
     return TrainSettings(
         epochs=epochs,
@@ -134,7 +136,7 @@ def _settings(job: EvalJob, epochs: int, training: dict[str, Any]) -> TrainSetti
         momentum=t["momentum"],
         weight_decay=t["weight_decay"],
         cutout=t["cutout"],
-        seed=job.seed,
+        seed=seed,
         num_workers=t["train_workers"],
         use_gpu=t["use_gpu"],
         cpus_per_worker=t["cpus_per_worker"],
@@ -145,6 +147,8 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     """Tune function trainable. ``config`` = ``{"arch": <JSON>, "epochs": int, ...}``."""
     arch = decode_arch(job.space, config["arch"])
     epochs = int(config["epochs"])
+    # A retraining over several seeds names each evaluation's own; otherwise the run's seed.
+    seed = int(config.get("seed", job.seed))
     data = cached_dataset(job.data)
     trial_id = tune.get_context().get_trial_id()
     base = {
@@ -153,8 +157,9 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         "epochs": epochs,
         "dataset_id": data.dataset_id,
         "stage": job.stage,
+        "seed": seed,
     }
-    key = (job.space, arch.key(), data.dataset_id, epochs, job.seed)
+    key = (job.space, arch.key(), data.dataset_id, epochs, seed)
     # Hyper-parameters drawn for this trial (config `hpo`, orchestrator.hpo) replace the stage's protocol.
     training = {**job.training, **config.get("hpo", {})}
     hit = lookup_same_protocol(job.store, key, training)
@@ -162,7 +167,7 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         tune.report({**hit["metrics"], **base, "cached": True, "status": "ok", "error": ""})
         return
 
-    settings = _settings(job, epochs, training)
+    settings = _settings(job, epochs, training, seed)
     started = time.perf_counter()
     checkpoint = _checkpoint_path(job, key, config.get("hpo"))
 
@@ -170,7 +175,8 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": training}
         record(job.store, key=key, config=config_row, metrics=plain_metrics(final), started=started, run=job.run)
         # The store holds the result now; the checkpoint has served. Its weights stay for `facenas export`.
-        keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
+        other_seed = seed if seed != job.seed else None
+        keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs, other_seed))
 
     try:
         if settings.num_workers > 1:
@@ -191,13 +197,17 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     tune.report({**plain_metrics(final), **base, "cached": False, "status": "ok", "error": ""})
 
 
-def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int) -> str:
+def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int, seed: int | None = None) -> str:
     """Where an evaluation's final weights are kept: ``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``.
+
+    An evaluation trained with another seed than the run's (a retraining over several seeds) adds
+    ``-s<seed>`` to the name, so the run's own seed keeps the plain name that ``facenas export`` reads.
 
     Read by ``facenas export``; at the end of a stage only its best evaluation's file is kept
     (:func:`prune_weights`).
     """
-    return os.path.join(run_dir, stage, "weights", f"{arch_key}-e{epochs}.pt")
+    suffix = "" if seed is None else f"-s{seed}"
+    return os.path.join(run_dir, stage, "weights", f"{arch_key}-e{epochs}{suffix}.pt")
 
 
 def keep_final_weights(checkpoint: str, target: str) -> None:

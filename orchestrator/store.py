@@ -1,7 +1,9 @@
 """The shared cross-dataset benchmark store: every finished evaluation of every run, on disk as Parquet.
 
-A trial whose key ``(space, arch_key, dataset_id, fidelity, seed)`` is already stored returns the stored
-metrics (``cached=true``) and trains nothing; HyperFD learns its ranker from these rows across datasets
+A trial whose key ``(space, arch_key, dataset_id, fidelity, seed, protocol)`` is already stored returns the
+stored metrics (``cached=true``) and trains nothing (``protocol`` = a hash of the training settings, so a
+result trained with another lr or batch size is a different row; parts written before the column existed
+get it rebuilt from their config when loaded); HyperFD learns its ranker from these rows across datasets
 (``papers/hyperfd-online-automl-face-detection-supplement.txt``). Dataset meta-features live in a second
 table keyed by ``dataset_id``; only finite scalar features are accepted, so raw images can never be stored.
 
@@ -59,6 +61,7 @@ __all__ = [
     "StoreClient",
     "StoreError",
     "check_store",
+    "protocol_of",
 ]
 
 _log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ EVALUATION_COLUMNS = (
     "cost_s",
     "run",
     "created_at",
+    "protocol",
 )
 DATASET_COLUMNS = ("dataset_id", "name", "features", "created_at")
 
@@ -89,6 +93,7 @@ _EVALUATION_SCHEMA = pa.schema(
         ("cost_s", pa.float64()),
         ("run", pa.string()),
         ("created_at", pa.float64()),  # unix seconds
+        ("protocol", pa.string()),  # protocol_of(config["training"]): how the evaluation was trained
     ]
 )
 _DATASET_SCHEMA = pa.schema(
@@ -99,7 +104,9 @@ _DATASET_SCHEMA = pa.schema(
         ("created_at", pa.float64()),
     ]
 )
-_EVALUATION_KEY = ("space", "arch_key", "dataset_id", "fidelity", "seed")
+_EVALUATION_KEY = ("space", "arch_key", "dataset_id", "fidelity", "seed", "protocol")
+# Columns a part written by an older facenas may lack, with how to rebuild them from the row.
+_DERIVED: dict[str, Any] = {"protocol": lambda row: protocol_of(row["config"])}
 _DATASET_KEY = ("dataset_id",)
 
 _DEFAULT_MAX_PARTS = 64  # compaction threshold: loading stays one read per part, a few dozen parts is cheap
@@ -179,6 +186,8 @@ def _schema_problem(found: pa.Schema, schema: pa.Schema) -> str | None:
     """What is wrong with a part file's schema (a missing or wrongly typed column), or None."""
     for field in schema:
         if field.name not in found.names:
+            if field.name in _DERIVED:
+                continue  # an older part: rebuilt from the row when loaded
             return f"has the wrong schema (missing column {field.name!r})"
         kind = found.field(field.name).type
         if not _types_match(kind, field.type):
@@ -235,11 +244,17 @@ def _read_part(path: str, schema: pa.Schema) -> list[dict[str, Any]]:
     problem = _schema_problem(table.schema, schema)
     if problem:
         raise _bad_file(path, problem)
-    for field in schema:
-        if table.column(field.name).null_count:
-            raise _bad_file(path, f"has empty values in column {field.name!r}")
+    present = [f.name for f in schema if f.name in table.column_names]
+    for name in present:
+        if table.column(name).null_count:
+            raise _bad_file(path, f"has empty values in column {name!r}")
     # Extra columns are ignored: a newer facenas may add columns, an older one still reads the rest.
-    return table.select(schema.names).cast(schema).to_pylist()
+    rows = table.select(present).cast(pa.schema([schema.field(n) for n in present])).to_pylist()
+    for name in schema.names:
+        if name not in present:  # written before the column existed: rebuild it from the row
+            for row in rows:
+                row[name] = _DERIVED[name](row)
+    return rows
 
 
 class _PartTable:
@@ -249,13 +264,16 @@ class _PartTable:
     """
 
     def __init__(
-        self, directory: str, schema: pa.Schema, key_columns: tuple[str, ...], *, max_parts: int
+        self, directory: str, schema: pa.Schema, key_columns: tuple[str, ...], *, max_parts: int,
+        prefix: int | None = None,
     ) -> None:
         self._dir = directory
         self._schema = schema
         self._key_columns = key_columns
         self._max_parts = max_parts
+        self._prefix = prefix  # also index the earliest row of each key[:prefix] (see first())
         self._rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._first: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._parts: list[str] = []  # names of the parts that hold self._rows
         os.makedirs(directory, exist_ok=True)
         self._load()
@@ -267,6 +285,19 @@ class _PartTable:
 
     def get(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
         return self._rows.get(key)
+
+    def first(self, prefix: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The earliest stored row whose key starts with ``prefix`` (``len(prefix)`` = the table's prefix)."""
+        key = self._first.get(prefix)
+        return None if key is None else self._rows[key]
+
+    def _index_first(self, key: tuple[Any, ...], row: Mapping[str, Any]) -> None:
+        if self._prefix is None:
+            return
+        head = key[: self._prefix]
+        kept = self._first.get(head)
+        if kept is None or row["created_at"] < self._rows[kept]["created_at"]:
+            self._first[head] = key
 
     def values(self) -> Iterable[dict[str, Any]]:
         return self._rows.values()
@@ -292,6 +323,8 @@ class _PartTable:
             table = pa.Table.from_pylist(list(fresh.values()), schema=self._schema)
             self._parts.append(_write_part(self._dir, table))  # durable before the index learns of it
             self._rows.update(fresh)
+            for key, row in fresh.items():
+                self._index_first(key, row)
             if len(self._parts) > self._max_parts:
                 self._compact()
         return flags
@@ -316,7 +349,9 @@ class _PartTable:
                 kept = rows.get(key)
                 if kept is None or row["created_at"] < kept["created_at"]:
                     rows[key] = row
-        self._rows, self._parts = rows, parts
+        self._rows, self._parts, self._first = rows, parts, {}
+        for key, row in rows.items():
+            self._index_first(key, row)
 
     def _remove_stale_tmp(self, names: Iterable[str]) -> None:
         now = time.time()
@@ -427,6 +462,22 @@ def _json_object_column(column: str, value: Any) -> str:
     return json.dumps(_plain_json(column, value), sort_keys=True, allow_nan=True)
 
 
+def protocol_of(config: Any) -> str:
+    """The training protocol of an evaluation's config: a short hash of ``config["training"]``.
+
+    The lr, batch size, epochs schedule... that produced a result; two evaluations of one architecture
+    trained differently are different rows. ``""`` when the config names no training (e.g. one-shot
+    evaluation on a supernet). Args: the config as a dict or JSON text.
+    """
+    if isinstance(config, str):
+        config = json.loads(config)
+    training = config.get("training") if isinstance(config, Mapping) else None
+    if training is None:
+        return ""
+    text = json.dumps(_plain_json("training", training), sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _normalize_evaluation(row: Any) -> dict[str, Any]:
     """Validate one evaluation row and return it in storage form (config and metrics as JSON text).
 
@@ -440,13 +491,14 @@ def _normalize_evaluation(row: Any) -> dict[str, Any]:
     unknown = sorted(set(row) - set(EVALUATION_COLUMNS))
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; the columns are {list(EVALUATION_COLUMNS)}")
-    missing = [c for c in EVALUATION_COLUMNS if c not in row and c != "created_at"]
+    missing = [c for c in EVALUATION_COLUMNS if c not in row and c not in ("created_at", "protocol")]
     if missing:
         raise ValueError(f"missing column {missing[0]!r}; the columns are {list(EVALUATION_COLUMNS)}")
+    config = _json_object_column("config", row["config"])
     return {
         "space": _check_str("space", row["space"], nonempty=True),
         "arch_key": _check_str("arch_key", row["arch_key"], nonempty=True),
-        "config": _json_object_column("config", row["config"]),
+        "config": config,
         "dataset_id": _check_str("dataset_id", row["dataset_id"], nonempty=True),
         "fidelity": _check_int("fidelity", row["fidelity"], minimum=0),
         "seed": _check_int("seed", row["seed"]),
@@ -454,6 +506,8 @@ def _normalize_evaluation(row: Any) -> dict[str, Any]:
         "cost_s": _check_float("cost_s", row["cost_s"], minimum=0.0),
         "run": _check_str("run", row["run"], nonempty=False),
         "created_at": _check_float("created_at", row.get("created_at", time.time())),
+        "protocol": _check_str("protocol", row["protocol"], nonempty=False) if "protocol" in row
+        else protocol_of(config),
     }
 
 
@@ -493,7 +547,7 @@ def _public_row(row: Mapping[str, Any], json_column: str) -> dict[str, Any]:
 
 
 class BenchmarkStore:
-    """Every finished evaluation, keyed by ``(space, arch_key, dataset_id, fidelity, seed)``, on disk.
+    """Every finished evaluation, keyed by ``(space, arch_key, dataset_id, fidelity, seed, protocol)``, on disk.
 
     A plain class (tested without Ray); :meth:`StoreClient.start` runs it as a named Ray actor. Writes are
     durable before they return (see the module docstring); lookups are O(1) from an in-memory index.
@@ -522,23 +576,28 @@ class BenchmarkStore:
         self._lock = threading.RLock()
         self._evaluations = _PartTable(
             os.path.join(self.root, "evaluations"), _EVALUATION_SCHEMA, _EVALUATION_KEY,
-            max_parts=max_parts,
+            max_parts=max_parts, prefix=len(_EVALUATION_KEY) - 1,
         )
         self._datasets = _PartTable(
             os.path.join(self.root, "datasets"), _DATASET_SCHEMA, _DATASET_KEY, max_parts=max_parts
         )
 
     def lookup(
-        self, space: str, arch_key: str, dataset_id: str, fidelity: int, seed: int
+        self, space: str, arch_key: str, dataset_id: str, fidelity: int, seed: int, protocol: str | None = None
     ) -> dict[str, Any] | None:
         """The stored evaluation for this key, or None.
+
+        Args:
+            protocol: The training protocol (:func:`protocol_of` of the config); None accepts any, and
+                returns the earliest stored one.
 
         Returns:
             The row as a dict (columns ``EVALUATION_COLUMNS``) with ``metrics`` parsed to a dict;
             ``config`` stays JSON text.
         """
+        head = (space, arch_key, dataset_id, int(fidelity), int(seed))
         with self._lock:
-            row = self._evaluations.get((space, arch_key, dataset_id, int(fidelity), int(seed)))
+            row = self._evaluations.first(head) if protocol is None else self._evaluations.get((*head, protocol))
         return None if row is None else _public_row(row, "metrics")
 
     def put(self, row: Mapping[str, Any]) -> bool:
@@ -820,10 +879,10 @@ class StoreClient:
                 delay = min(2 * delay, 1.0)
 
     def lookup(
-        self, space: str, arch_key: str, dataset_id: str, fidelity: int, seed: int
+        self, space: str, arch_key: str, dataset_id: str, fidelity: int, seed: int, protocol: str | None = None
     ) -> dict[str, Any] | None:
         """See :meth:`BenchmarkStore.lookup`."""
-        return self._call("lookup", space, arch_key, dataset_id, fidelity, seed)
+        return self._call("lookup", space, arch_key, dataset_id, fidelity, seed, protocol)
 
     def put(self, row: Mapping[str, Any]) -> bool:
         """See :meth:`BenchmarkStore.put`. After a retry, False may mean "stored by the unanswered try"."""

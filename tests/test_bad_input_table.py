@@ -254,8 +254,6 @@ CASES: dict[str, tuple[Case, str]] = {
 
 
 def _evaluations_with(**columns: pa.Array) -> pa.Table:
-    from orchestrator.store import EVALUATION_COLUMNS
-
     base = {
         "space": pa.array(["global"]), "arch_key": pa.array(["k9"]), "config": pa.array(["{}"]),
         "dataset_id": pa.array(["d"]), "fidelity": pa.array([1], pa.int64()), "seed": pa.array([0], pa.int64()),
@@ -263,7 +261,7 @@ def _evaluations_with(**columns: pa.Array) -> pa.Table:
         "created_at": pa.array([1.0]),
     }
     base.update(columns)
-    return pa.table({name: base[name] for name in EVALUATION_COLUMNS})
+    return pa.table(base)
 
 
 class _Boom:
