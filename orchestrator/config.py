@@ -282,6 +282,9 @@ class MacroMicroSearcherConfig(_Section):
     width_step: int | None = Field(None, ge=1)
     speculate: int = Field(1, ge=1)
     final_epochs: int = Field(10, ge=1)
+    # The searched network is retrained with this many training seeds (seed, seed+1, ...); RI uses
+    # their mean accuracy, as the paper reports means over runs.
+    final_seeds: int = Field(1, ge=1, le=20)
     baseline_samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -293,7 +296,8 @@ class MacroMicroSearcherConfig(_Section):
         from search_algos.macro_micro import MacroMicroSettings
 
         overrides = self.model_dump(
-            exclude={"name", "preset", "speculate", "final_epochs", "baseline_samples"}, exclude_none=True
+            exclude={"name", "preset", "speculate", "final_epochs", "final_seeds", "baseline_samples"},
+            exclude_none=True,
         )
         try:
             return MacroMicroSettings.preset(self.preset, **overrides)

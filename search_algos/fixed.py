@@ -14,19 +14,29 @@ __all__ = ["FixedArchSearcher"]
 class FixedArchSearcher(ArchSearcher):
     """Suggests ``archs`` in order, each trained for ``epochs``; then FINISHED.
 
+    With ``seeds``, every architecture is trained once per training seed (architecture-major order) and
+    each suggestion carries its ``"seed"``: the paper reports final accuracies as means over runs, and
+    one training of a small network on a small dataset is a noisy estimate of its accuracy.
+
     Args:
         archs: architecture encodings (JSON text), evaluated in this order.
         epochs: training epochs of every evaluation.
+        seeds: training seeds; ``None`` leaves the seed to the trainable (the run's seed).
         metric, mode, seed: see :class:`ArchSearcher`.
     """
 
-    def __init__(self, archs: list[str], *, epochs: int, metric: str, mode: str, seed: int = 0) -> None:
+    def __init__(
+        self, archs: list[str], *, epochs: int, metric: str, mode: str, seed: int = 0, seeds: list[int] | None = None
+    ) -> None:
         if not archs:
             raise ValueError("archs must list at least one architecture")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError(f"seeds must be distinct and at least one, got {seeds!r}")
         super().__init__(metric=metric, mode=mode, seed=seed)
-        self.archs = list(archs)
+        self.seeds = list(seeds) if seeds is not None else None
+        self.archs = [a for a in archs for _ in (self.seeds or [None])]
         self.epochs = epochs
         self._issued = 0
         self._live: dict[str, int] = {}
@@ -38,7 +48,10 @@ class FixedArchSearcher(ArchSearcher):
         index = self._issued
         self._issued += 1
         self._live[trial_id] = index
-        return {"arch": self.archs[index], "epochs": self.epochs}
+        suggestion = {"arch": self.archs[index], "epochs": self.epochs}
+        if self.seeds is not None:
+            suggestion["seed"] = self.seeds[index % len(self.seeds)]
+        return suggestion
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         index = self._live.pop(trial_id, None)
@@ -54,4 +67,4 @@ class FixedArchSearcher(ArchSearcher):
         self._scores = {int(k): float(v) for k, v in state["scores"].items()}
 
     def summary(self) -> dict[str, Any]:
-        return {"evaluations": len(self._scores), "archs": len(self.archs)}
+        return {"evaluations": len(self._scores), "archs": len(self.archs) // len(self.seeds or [None])}

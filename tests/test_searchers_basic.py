@@ -67,6 +67,16 @@ def test_fixed_searcher_suggests_in_order_then_finishes():
     assert searcher.summary() == {"evaluations": 3, "archs": 3}
 
 
+def test_fixed_searcher_trains_each_arch_once_per_seed():
+    archs = [GlobalArch.uniform(d, 8).to_json() for d in (2, 3)]
+    searcher = FixedArchSearcher(archs, epochs=5, metric="val_acc", mode="max", seeds=[7, 8, 9])
+    suggested = [(c["arch"], c["seed"]) for c in _drain(searcher)]
+    assert suggested == [(a, s) for a in archs for s in (7, 8, 9)]
+    assert searcher.summary() == {"evaluations": 6, "archs": 2}
+    with pytest.raises(ValueError, match="distinct"):
+        FixedArchSearcher(archs, epochs=5, metric="val_acc", mode="max", seeds=[1, 1])
+
+
 @pytest.mark.parametrize(
     ("result", "error", "expected"),
     [
@@ -108,6 +118,15 @@ def test_relative_improvement_matches_the_paper_formula():
     assert ri["ri"] == pytest.approx(100 * (95.0 - 90.0) / 90.0)
     assert ri["ri_val"] == pytest.approx(100 * (96.0 - 91.0) / 91.0)
     assert ri["random_evaluations"] == 2
+
+
+def test_relative_improvement_uses_the_mean_over_the_searched_networks_seeds():
+    searched = _frame([{"value": 96.0, "test_acc": 95.0}, {"value": 94.0, "test_acc": 91.0}])
+    random = _frame([{"value": 90.0, "test_acc": 92.0}])
+    ri = relative_improvement(searched, random)
+    assert ri["ri"] == pytest.approx(100 * (93.0 - 92.0) / 92.0)
+    assert ri["ri_val"] == pytest.approx(100 * (95.0 - 90.0) / 90.0)
+    assert ri["searched_test_accs"] == [95.0, 91.0]
 
 
 class _FakeStore:
