@@ -10,7 +10,6 @@ is hashed before and after. Every case fails before Ray starts. Cases already co
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import socket

@@ -13,14 +13,11 @@ one Parquet row (not only after de-duplication).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,7 +120,6 @@ def test_failing_trials_are_rows_with_reasons_and_the_search_goes_on(ray_local, 
             match = frame[frame["arch"] == proposals[i]]
             assert len(match) == 1, (faults[key], frame[["arch_key", "status", "error"]])
             rows[faults[key]] = match.iloc[0]
-    print({kind: row["error"] for kind, row in rows.items()})
     for kind, row in rows.items():
         if kind == "ok":
             assert row["status"] == "ok" and row["error"] == "" and 0 <= row["value"] <= 100, row.to_dict()
