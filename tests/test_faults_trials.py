@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SPACE = {"d_min": 2, "d_max": 6, "w_min": 8, "w_max": 32, "w_step": 4}
 DATA = {"name": "digits", "path": None, "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "max_samples": 200}
