@@ -32,6 +32,9 @@ from tests.cli_driver import cli_env, evaluations_stored, facenas, write_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 KILLS = 5
+# With speculation (speculate=2) the number of speculative trials run, and wasted, depends on when results
+# arrive, in any two runs, killed or not: those counts are not compared; the committed search is.
+TIMING_DEPENDENT = {"macro_micro": {"best.evaluations", "best.search.wasted"}}
 CONFIGS = {
     "random": {
         "name": "rnd", "seed": 4,
@@ -90,16 +93,18 @@ def _kill_after(proc: subprocess.Popen, log: Path, delay: float, limit: float = 
     return True
 
 
-def _same(got: Any, want: Any, path: str = "best") -> None:
+def _same(got: Any, want: Any, path: str = "best", skip: frozenset[str] = frozenset()) -> None:
     """Equal JSON values; floats to 1e-9 relative (the same computation, maybe summed in another order)."""
+    if path in skip:
+        return
     if isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), (path, sorted(set(got) ^ set(want)))
         for key in want:
-            _same(got[key], want[key], f"{path}.{key}")
+            _same(got[key], want[key], f"{path}.{key}", skip)
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), path
         for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{path}[{i}]")
+            _same(g, w, f"{path}[{i}]", skip)
     elif isinstance(want, float) and not isinstance(got, bool):
         assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (path, got, want)
     else:
@@ -137,12 +142,24 @@ def test_repeated_driver_sigkill_then_resume_equals_uninterrupted(pipeline, tmp_
 
     resumed = facenas("resume", str(run_dir), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _same(json.loads((run_dir / "best.json").read_text()), json.loads((ref_dir / "best.json").read_text()))
+    got_best, want_best = json.loads((run_dir / "best.json").read_text()), json.loads((ref_dir / "best.json").read_text())
+    skip = frozenset(TIMING_DEPENDENT.get(pipeline, ()))
+    _same(got_best, want_best, skip=skip)
 
     # Nothing lost, nothing twice: the same evaluations per stage, each trial once, each trained
     # evaluation stored once (a store key is an architecture at its epochs).
     got, want = pd.read_parquet(run_dir / "results.parquet"), pd.read_parquet(ref_dir / "results.parquet")
-    assert got.groupby("stage").size().to_dict() == want.groupby("stage").size().to_dict()
+    sizes = lambda frame: frame.groupby("stage").size().to_dict()  # noqa: E731
+    if skip:  # speculative search: every committed evaluation is there; the extra ones vary with timing
+        committed = {e["arch_key"] for e in want_best["search"]["log"] if e.get("epochs")}  # skipped: no epochs
+        assert committed <= set(got[got["stage"] == "search"]["arch_key"])
+        got, want = got[got["stage"] != "search"], want[want["stage"] != "search"]
+    assert sizes(got) == sizes(want)
     assert got.groupby("stage")["trial_id"].apply(lambda s: s.is_unique).all()
     assert (got["status"] == "ok").all(), got[got["status"] != "ok"][["stage", "error"]]
-    assert evaluations_stored(tmp_path / "killed") == evaluations_stored(tmp_path / "ref")
+    stored = evaluations_stored(tmp_path / "killed")
+    if skip:  # each trained (architecture, epochs) once
+        trained = pd.read_parquet(run_dir / "results.parquet").query("not cached")[["arch_key", "epochs"]]
+        assert stored == len(trained.drop_duplicates())
+    else:
+        assert stored == evaluations_stored(tmp_path / "ref")
