@@ -31,7 +31,9 @@ import pandas as pd
 import torch
 from ray import tune
 
-from orchestrator.evaluate import cached_dataset, load_state, lookup_same_protocol, plain_metrics, record, save_state
+from orchestrator.evaluate import (
+    cached_dataset, keep_final_weights, load_state, lookup_same_protocol, plain_metrics, record, save_state, weights_path,
+)
 
 __all__ = ["AlignmentJob", "monas_stages", "oneshot_trial", "standalone_trial", "supernet_trial"]
 
@@ -203,8 +205,8 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
         tune.report({**plain_metrics(final), **base, "cached": False})
     record(job.store, key=key, config={"arch": arch.to_dict(), "epochs": epochs, "training": job.settings},
            metrics=plain_metrics(final), started=started, run=job.run)
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
+    # The store holds the result; the checkpoint's weights stay for `facenas export`.
+    keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
 
 
 # -- the pipeline --------------------------------------------------------------------------------------
