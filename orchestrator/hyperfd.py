@@ -144,7 +144,8 @@ class Plan:
             names[ds.dataset_id] = d
             ids[d] = ds.dataset_id
         pools, chosen, training = {}, {}, {}
-        for i, space in enumerate(s.spaces):
+        for space in s.spaces:
+            i = SPACES.index(space)  # by name, not position: a run of one space sees the same pool
             pools[space] = sample_pool(space, s.pool_size, seed=config.seed + 1000 * i)
             rng = np.random.default_rng([config.seed, 17, i])
             n = min(s.offline_configs, len(pools[space]))
