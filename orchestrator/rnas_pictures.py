@@ -106,3 +106,10 @@ def rnas_figure(genotype_json: str | dict[str, Any] | RnasGenotype) -> Any:
     draw_rnas(genotype_json, ax_path, ax_cell)
     fig.tight_layout()
     return fig
+
+
+# `facenas report` imports this module (orchestrator.pictures.PICTURE_MODULES): the best genotype of an
+# RNAS-MER run is drawn as its path and cell.
+from orchestrator.pictures import ARCH_PICTURES  # noqa: E402
+
+ARCH_PICTURES.register("rnas", rnas_figure)
