@@ -48,6 +48,7 @@ __all__ = [
     "dataset_names",
     "load_dataset",
     "meta_features",
+    "sample_photograph",
 ]
 
 # Bump when the splitting or preprocessing procedure changes, so that old dataset_ids (and the benchmark
@@ -909,3 +910,19 @@ DATASETS.register(
         read=_read_mnist,
     ),
 )
+
+
+def sample_photograph(name: str) -> np.ndarray:
+    """One of scikit-image's sample photographs (``skimage.data.<name>``), shipped with the package.
+
+    Returns:
+        (h, w, 3) float32 on [0, 1]; a grey photograph is repeated over the three channels and an
+        alpha channel is dropped. The generators composite faces onto these (DESIGN.md §4).
+    """
+    from skimage import data
+
+    image = np.asarray(getattr(data, name)())
+    image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image[:, :, :3]

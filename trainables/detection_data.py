@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from search_algos.spaces.base import stable_key
-from trainables.datasets import DatasetError
+from trainables.datasets import DatasetError, sample_photograph
 
 __all__ = [
     "CLUSTERINGS",
@@ -282,16 +282,11 @@ def _lfw_faces() -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _photos(image_size: int) -> tuple[np.ndarray, ...]:
     """Real photographs, (h, w, 3) float32 on [0, 1], shorter side 3 * image_size (crops rescale them)."""
-    from skimage import data
     from skimage.transform import rescale
 
     out = []
     for name in _BACKGROUND_PHOTOS:
-        image = np.asarray(getattr(data, name)())
-        image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = image[:, :, :3]
+        image = sample_photograph(name)
         scale = 3 * image_size / min(image.shape[:2])
         scaled = rescale(image, scale, channel_axis=2, anti_aliasing=scale < 1, order=1)
         out.append(np.ascontiguousarray(scaled, dtype=np.float32))

@@ -72,7 +72,7 @@ import numpy as np
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.registry import Registry, UnknownNameError
 from trainables.alignment_metrics import yaw_bin
-from trainables.datasets import DatasetError
+from trainables.datasets import DatasetError, sample_photograph
 
 __all__ = [
     "ALIGNMENT_DATASETS",
@@ -592,16 +592,11 @@ def _lfw_textures(grid: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _backgrounds(size: int) -> tuple[np.ndarray, ...]:
     """Real photographs as (3, h, w) float32 on [0, 1], each at three scales (shorter side >= size)."""
-    from skimage import data
     from skimage.transform import rescale
 
     photos: list[np.ndarray] = []
     for name in _BACKGROUND_PHOTOS:
-        image = np.asarray(getattr(data, name)())
-        image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        image = image[:, :, :3]
+        image = sample_photograph(name)
         for factor in _BACKGROUND_SCALES:
             shorter = int(math.ceil(factor * size))
             block = max(1, min(image.shape[:2]) // shorter)  # cheap integer block mean first
