@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["Architecture", "InvalidArchitecture", "SearchSpace", "canonical_json", "stable_key"]
+__all__ = ["Architecture", "Encoded", "InvalidArchitecture", "SearchSpace", "canonical_json", "stable_key"]
 
 
 class InvalidArchitecture(ValueError):
@@ -36,6 +36,21 @@ class Architecture(Protocol):
     def key(self) -> str: ...
 
     def summary(self) -> str: ...
+
+
+class Encoded:
+    """Mixin for typed values with ``to_dict()``: their canonical JSON and stable key derive from it."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    def key(self) -> str:
+        return stable_key(self.to_dict())
 
 
 A = TypeVar("A", bound=Architecture)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from search_algos.spaces.base import InvalidArchitecture, SearchSpace, canonical_json, stable_key
+from search_algos.spaces.base import Encoded, InvalidArchitecture, SearchSpace
 
 __all__ = [
     "ArchGraph",
@@ -79,7 +79,7 @@ def _member(value: Any, choices: tuple[Any, ...]) -> bool:
 
 
 @dataclass(frozen=True)
-class HpoConfig:
+class HpoConfig(Encoded):
     """One training configuration of the HPO space (Table 2).
 
     Attributes:
@@ -155,12 +155,6 @@ class HpoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space, **{name: getattr(self, name) for name in _HPO_FIELDS}}
-
-    def to_json(self) -> str:
-        return canonical_json(self.to_dict())
-
-    def key(self) -> str:
-        return stable_key(self.to_dict())
 
     def summary(self) -> str:
         """Table 8's notation, e.g. ``crop:0.55_iou:0.5_locw:8.0_negp:2.0_lr:3e-04_sgd``."""
@@ -318,7 +312,7 @@ def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class DetectorArch:
+class DetectorArch(Encoded):
     """One backbone of the NAS space (Table 3). Lists hold one entry per searched stage 2..7.
 
     Attributes:
@@ -387,12 +381,6 @@ class DetectorArch:
             "expands": list(self.expands),
             "kernels": list(self.kernels),
         }
-
-    def to_json(self) -> str:
-        return canonical_json(self.to_dict())
-
-    def key(self) -> str:
-        return stable_key(self.to_dict())
 
     def summary(self) -> str:
         """Per stage ``depth x e<expand>k<kernel>``, e.g. ``2xe6k3 3xe6k3 4xe6k3 3xe6k3 3xe6k3 1xe6k3``."""

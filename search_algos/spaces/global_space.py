@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from search_algos.spaces.base import InvalidArchitecture, SearchSpace, canonical_json, stable_key
+from search_algos.spaces.base import Encoded, InvalidArchitecture, SearchSpace
 
 __all__ = [
     "GlobalArch",
@@ -38,7 +38,7 @@ _SHORT = {"sep": "s", "conv": "c"}
 
 
 @dataclass(frozen=True)
-class GlobalArch:
+class GlobalArch(Encoded):
     """One network of the global space.
 
     Attributes:
@@ -104,12 +104,6 @@ class GlobalArch:
             "ops": list(self.ops),
             "kernels": list(self.kernels),
         }
-
-    def to_json(self) -> str:
-        return canonical_json(self.to_dict())
-
-    def key(self) -> str:
-        return stable_key(self.to_dict())
 
     def summary(self) -> str:
         """A short human line, e.g. ``D=5 W=32 [s3 s3 c5 s3 s5]``."""

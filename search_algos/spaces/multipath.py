@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from search_algos.spaces.base import InvalidArchitecture, SearchSpace, canonical_json, stable_key
+from search_algos.spaces.base import Encoded, InvalidArchitecture, SearchSpace
 
 __all__ = [
     "EDGE_HPM",
@@ -193,7 +193,7 @@ def _normalised_edges(edges: Any, layers: int, scales: int) -> tuple:
 
 
 @dataclass(frozen=True)
-class MultipathArch:
+class MultipathArch(Encoded):
     """One child network of the multi-path supernet (Eq. 1-4): topology and edge types in one array.
 
     Attributes:
@@ -262,12 +262,6 @@ class MultipathArch:
             "scales": self.scales,
             "edges": [[list(row) for row in trans] for trans in self.edges],
         }
-
-    def to_json(self) -> str:
-        return canonical_json(self.to_dict())
-
-    def key(self) -> str:
-        return stable_key(self.to_dict())
 
     def summary(self) -> str:
         """A short human line, e.g. ``L=3 D=2 [h.|.i hh|..] 4 edges (3 hpm, 1 id), 4 active``.

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from search_algos.spaces.base import InvalidArchitecture, SearchSpace, canonical_json, stable_key
+from search_algos.spaces.base import Encoded, InvalidArchitecture, SearchSpace
 
 __all__ = [
     "DARTS_OPS",
@@ -201,7 +201,7 @@ def decode_cell(alpha: np.ndarray, eta: np.ndarray, ops: tuple[str, ...], nodes:
 
 
 @dataclass(frozen=True)
-class RnasGenotype:
+class RnasGenotype(Encoded):
     """A decoded RNAS-MER network: the OPEN path and the (shared) cell.
 
     Attributes:
@@ -255,9 +255,6 @@ class RnasGenotype:
         return {"space": "rnas", "path": list(self.path), "cell": [[list(g) for g in node] for node in self.cell],
                 "ops": self.ops, "attention": self.attention, "levels": self.levels}
 
-    def to_json(self) -> str:
-        return canonical_json(self.to_dict())
-
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> RnasGenotype:
         if not isinstance(payload, dict) or "path" not in payload or "cell" not in payload:
@@ -271,9 +268,6 @@ class RnasGenotype:
     @classmethod
     def from_json(cls, text: str | dict[str, Any]) -> RnasGenotype:
         return cls.from_dict(json.loads(text) if isinstance(text, str) else text)
-
-    def key(self) -> str:
-        return stable_key(self.to_dict())
 
     def summary(self) -> str:
         scales = "-".join(str(2 ** (p + 1)) for p in self.path)
