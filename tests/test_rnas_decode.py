@@ -34,10 +34,21 @@ def test_outgoing_weights_by_hand():
     assert w[2, 3, 0] == 0  # level 3 cannot be reached after two cells
 
 
-def test_last_level_keeps_all_its_weight():
-    w = path_weights(np.random.default_rng(0).normal(size=(6, 4, 2)))
-    assert np.allclose(w[5, 3, 0], 1.0)  # out of level 3 only "stay" exists
+def test_last_level_keeps_a_pair_with_an_exit():
+    # Eq. 7 for every s: the deepest level's "stay" shares its unit mass with an exit (logit 0).
+    beta = np.random.default_rng(0).normal(size=(6, 4, 2))
+    w = path_weights(beta)
+    assert w[5, 3, 0] == pytest.approx(1.0 / (1.0 + np.exp(-beta[5, 3, 0])))
+    beta[:, 3, 0] = 0.0  # stay into the deepest level from itself: 1/2, like an untrained pair
+    assert np.allclose(path_weights(beta)[3:, 3, 0], 0.5)
 
+
+def test_reaching_the_deepest_level_early_is_not_free():
+    # All logits equal: every edge weighs 1/2, so every path of 6 cells has probability 1/64. Without the
+    # exit the deepest level's stay weighed 1 and the path 1-2-3-3-3-3 won with 1/8.
+    path, prob = viterbi_path(np.zeros((6, 4, 2)))
+    assert prob == pytest.approx(0.5**6)
+    assert path == (0, 0, 0, 0, 0, 0)  # ties go to "stay"
 
 def test_incoming_weights_sum_to_one_per_state():
     beta = np.random.default_rng(1).normal(size=(6, 4, 2))
@@ -93,18 +104,24 @@ def test_viterbi_matches_enumeration(normalisation):
         assert along == pytest.approx(ref_prob)  # the returned path achieves the maximum
 
 
-def test_outgoing_path_weights_form_a_distribution():
+def test_outgoing_path_weights_and_exits_form_a_distribution():
     beta = np.random.default_rng(3).normal(size=(5, 4, 2))
     w = path_weights(beta)
-    total = 0.0
-    for steps in itertools.product((0, 1), repeat=5):
-        level, p = 0, 1.0
-        for k, step in enumerate(steps):
-            level += step
-            p = 0.0 if level >= 4 else p * w[k, level, step]
-        total += p
-    assert total == pytest.approx(1.0)
 
+    def mass(k: int, level: int) -> float:  # probability of every continuation from state (k, level)
+        if k == 5:
+            return 1.0
+        stay = w[k, level, 0] * mass(k + 1, level)
+        if level + 1 < 4:
+            return stay + w[k, level + 1, 1] * mass(k + 1, level + 1)
+        return stay + (1.0 - w[k, level, 0])  # the exit ends the path
+
+    assert mass(0, 0) == pytest.approx(1.0)
+    paths = sum(
+        np.prod([w[k, lv, st] for k, (lv, st) in enumerate(zip(np.cumsum(steps), steps))])
+        for steps in itertools.product((0, 1), repeat=5) if sum(steps) < 4
+    )
+    assert 0.0 < paths < 1.0  # the paths that stay in the space keep the rest: some mass left by the exit
 
 def test_cell_decode_known_answer():
     ops = HYBRID_OPS

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_algos.spaces.rnas import OP_SETS, RnasGenotype, cell_edges, decode_genotype, transition_groups
+from search_algos.spaces.rnas import EXIT, OP_SETS, RnasGenotype, cell_edges, decode_genotype, transition_groups
 
 __all__ = [
     "Attention3d",
@@ -399,11 +399,14 @@ class RnasSupernet(nn.Module):
         """Eq. 7-8 in torch (differentiable), the same groups as the space's :func:`path_weights`."""
         spec = self.spec
         zero = self.beta.new_zeros(())
+        exit_logit = self.beta.new_full((), EXIT)  # the deepest level's exit (outgoing reading of Eq. 7)
         out = [[[zero, zero] for _ in range(spec.levels)] for _ in range(spec.cells)]
         for k, group in self._groups:
-            weights = torch.softmax(torch.stack([self.beta[k, t, kind] for t, kind in group]), dim=0)
+            logits = [self.beta[k, t, kind] if t < spec.levels else exit_logit for t, kind in group]
+            weights = torch.softmax(torch.stack(logits), dim=0)
             for (t, kind), w in zip(group, weights):
-                out[k][t][kind] = w
+                if t < spec.levels:
+                    out[k][t][kind] = w
         return torch.stack([torch.stack([torch.stack(pair) for pair in row]) for row in out])  # (L, levels, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
