@@ -92,6 +92,10 @@ class ProgressPrinter(tune.Callback):
         value = r.get(self.metric)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         arch = _summary_of(r.get("arch") or trial.config.get("arch")) if (r.get("arch") or trial.config.get("arch")) else str(r.get("arch_key", ""))
+        if r.get("model") == "baseline":  # a LOSO fold of RNAS-MER's baseline carries the searched arch
+            arch = f"baseline 3D CNN (width {int(r.get('width', 0))})"
+        if "fold" in r:
+            arch = f"fold {int(r['fold'])}: {arch}"
         if r.get("status") == "failed" or not _finite(value):  # NaN or +-inf is a failed evaluation
             reason = r.get("error") or (f"{self.metric} is not finite" if value is not None else "no result")
             self._line(f"trial {count} {arch}  FAILED: {reason}")
