@@ -412,6 +412,11 @@ class HyperFDSearcherConfig(_Section):
     explore_ratio: float = Field(0.5, ge=0, lt=1)
     warmup_steps: int = Field(400, ge=0)
     warmup_lr: float = Field(1e-3, gt=0)
+    # mode: search -- a search on the one dataset of `data`, its first `warm_start` configs the ranker's
+    # top suggestions learnt from every stored run (0: plain random search over the pool)
+    mode: Literal["protocol", "search"] = "protocol"
+    num_samples: int = Field(8, ge=1)
+    warm_start: int = Field(4, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> HyperFDSearcherConfig:
@@ -430,6 +435,12 @@ class HyperFDSearcherConfig(_Section):
             problems.append(f"clustering_methods {bad} are unknown; valid: {', '.join(CLUSTERINGS)}")
         if self.budget > self.pool_size:
             problems.append(f"budget <= pool_size must hold, but got budget={self.budget}, pool_size={self.pool_size}")
+        if self.mode == "search" and self.num_samples > self.pool_size:
+            problems.append(f"num_samples <= pool_size must hold, got num_samples={self.num_samples}, "
+                            f"pool_size={self.pool_size}")
+        if self.mode == "search" and self.warm_start > self.num_samples:
+            problems.append(f"warm_start <= num_samples must hold, got warm_start={self.warm_start}, "
+                            f"num_samples={self.num_samples}")
         if "detector_hpo" in self.spaces and self.pool_size > 216:
             problems.append(f"pool_size <= 216 (the HPO grid of Table 2) must hold, got {self.pool_size}")
         if problems:
@@ -546,7 +557,7 @@ class ExperimentConfig(_Section):
                     "searcher 'hyperfd' needs a detection dataset (data.dataset: detection, its domain is the "
                     f"offline source), got dataset {self.data.dataset!r}"
                 )
-            if self.data.domain in self.searcher.domains:
+            if self.searcher.mode == "protocol" and self.data.domain in self.searcher.domains:
                 raise ValueError(
                     f"data.domain {self.data.domain!r} is the offline source; remove it from searcher.domains "
                     "(the online domains)"

@@ -145,19 +145,15 @@ class Plan:
             ids[d] = ds.dataset_id
         pools, chosen, training = {}, {}, {}
         for space in s.spaces:
-            i = SPACES.index(space)  # by name, not position: a run of one space sees the same pool
-            pools[space] = sample_pool(space, s.pool_size, seed=config.seed + 1000 * i)
+            i = SPACES.index(space)
+            pools[space] = sample_pool(space, s.pool_size, seed=pool_seed(space, config.seed))
             rng = np.random.default_rng([config.seed, 17, i])
             n = min(s.offline_configs, len(pools[space]))
             chosen[space] = {
                 dataset_id: [pools[space][int(j)] for j in sorted(rng.choice(len(pools[space]), n, replace=False))]
                 for dataset_id in offline
             }
-            partner = DetectorArch.mobilenet_v2() if space == "detector_hpo" else HpoConfig.default()
-            training[space] = {
-                "batch_size": s.batch_size, "width_mult": s.width_mult, "eval_every": s.eval_every,
-                "partner": partner.to_dict(),
-            }  # fmt: skip
+            training[space] = training_protocol(space, s)
         return cls(source, offline, online, pools, chosen, training, s.epochs, config.seed, names, ids)
 
     def recipes(self) -> dict[str, dict[str, Any]]:
@@ -175,6 +171,19 @@ class Plan:
         for dataset_id, archs in self.offline_configs[space].items():
             out += [{"arch": a, "epochs": self.epochs, "dataset_id": dataset_id} for a in archs]
         return out
+
+
+def training_protocol(space: str, s: Any) -> dict[str, Any]:
+    """How every evaluation of ``space`` trains (stored with each row): batch, width, validation cadence
+    and the fixed partner (the MobileNetV2 backbone for HPO configs, the default HPO config for NAS)."""
+    partner = DetectorArch.mobilenet_v2() if space == "detector_hpo" else HpoConfig.default()
+    return {"batch_size": s.batch_size, "width_mult": s.width_mult, "eval_every": s.eval_every,
+            "partner": partner.to_dict()}  # fmt: skip
+
+
+def pool_seed(space: str, seed: int) -> int:
+    """The seed of a space's pool (by name, not position: a run of one space sees the same pool)."""
+    return seed + 1000 * SPACES.index(space)
 
 
 def sample_pool(space: str, size: int, *, seed: int) -> list[str]:
@@ -428,6 +437,8 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
         ``(stages, select, extras)`` as :class:`orchestrator.experiment._Pipeline` takes them.
     """
     s = config.searcher
+    if s.mode == "search":
+        return search_stages(config, store, run_dir)
     plan = Plan.from_config(config)
     features = register_datasets(plan, store)
     run = run_dir.name
@@ -632,3 +643,76 @@ def warm_start_configs(
     keys = [decode_arch(space, a).key() for a in pool]
     order = np.argsort(-ranker.score(features, keys), kind="stable")  # exploitation only: a warm start
     return [pool[int(i)] for i in order[:top]]
+
+
+def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], Any, Any]:
+    """``mode: search``: a search on one new dataset (``data``), warm-started by the ranker (deliverable 8).
+
+    Per space, ``num_samples`` configs of the pool are evaluated on the dataset: first the ranker's top
+    ``warm_start`` for it (:func:`warm_start_configs`: learnt from every stored row of the space, whichever
+    run wrote it), then seeded random picks of the rest of the pool (``warm_start: 0`` is plain random
+    search). Only the dataset's meta-features go to the store; every evaluation lands in the store and
+    teaches later runs. The picks are written to ``RUN_DIR/warm-start-<space>.json`` when the stage first
+    starts, so a resumed run evaluates the same list.
+
+    Returns:
+        ``(stages, select, extras)``; best.json holds the best validation AP per space (``best_by_space``)
+        and which of the picks came from the ranker (``warm_start``).
+    """
+    from trainables.detection_data import detection_meta_features
+
+    s, data = config.searcher, config.data
+    recipe = {"kind": "domain", "kwargs": {"domain": data.domain, "seed": data.seed,
+                                           "image_size": data.image_size, "n_images": data.n_images}}  # fmt: skip
+    dataset = load_recipe(recipe)
+    stored = store.dataset(dataset.dataset_id)
+    features = stored["features"] if stored is not None else detection_meta_features(dataset)
+    if stored is None:
+        store.put_dataset(dataset.dataset_id, data.domain, features)
+    run = run_dir.name
+
+    def picks(space: str) -> dict[str, list[str]]:
+        path = run_dir / f"warm-start-{space}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        pool = sample_pool(space, s.pool_size, seed=pool_seed(space, config.seed))
+        warm = []
+        if s.warm_start:
+            warm = warm_start_configs(store, space, features, pool, top=s.warm_start, settings=ranker_settings(s),
+                                      seed=config.seed, exclude=dataset.dataset_id)  # fmt: skip
+        rng = np.random.default_rng([config.seed, 41, SPACES.index(space)])
+        rest = [pool[int(j)] for j in rng.permutation(len(pool)) if pool[int(j)] not in warm]
+        chosen = {"warm": warm, "random": rest[: max(0, s.num_samples - len(warm))]}
+        write_json_atomic(chosen, path)
+        return chosen
+
+    def stage(space: str) -> Stage:
+        name = f"search-{space}"
+        job = DetectorJob(space, {dataset.dataset_id: recipe}, training_protocol(space, s), config.seed, store, run, name)
+
+        def searcher(_earlier: dict[str, Any]) -> JobListSearcher:
+            chosen = picks(space)
+            return JobListSearcher([{"arch": a, "epochs": s.epochs, "dataset_id": dataset.dataset_id}
+                                    for a in chosen["warm"] + chosen["random"]])  # fmt: skip
+
+        return Stage(name=name, make_searcher=searcher, job=job, total=lambda _e: s.num_samples,
+                     trainable=evaluate_detector, metric=METRIC, mode="max")  # fmt: skip
+
+    stages = [stage(space) for space in s.spaces]
+
+    def select(outcomes: dict[str, StageOutcome]) -> dict[str, Any] | None:
+        return pick_best(outcomes[f"search-{s.spaces[0]}"].frame, mode="max")
+
+    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
+        best, warm = {}, {}
+        for space in s.spaces:
+            chosen = picks(space)
+            warm[space] = [decode_arch(space, a).key() for a in chosen["warm"]]
+            top = pick_best(outcomes[f"search-{space}"].frame, mode="max")
+            if top is not None:
+                best[space] = {"arch_key": top["arch_key"], "val_ap50": top["value"],
+                               "from_warm_start": top["arch_key"] in warm[space]}  # fmt: skip
+        return {"space": s.spaces[0], "dataset": data.domain, "dataset_id": dataset.dataset_id, "best_by_space": best,
+                "warm_start": warm}  # fmt: skip
+
+    return stages, select, extras

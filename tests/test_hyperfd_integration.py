@@ -52,6 +52,20 @@ def test_build_resumes_then_run_writes_table7_from_the_store(tmp_path):
     online = results[results.stage.str.startswith("online-")]
     assert len(online) == 2 * 2 and online.cached.all()  # B per domain per order, all lookups
 
+    # mode: search on a dataset no run has seen: the ranker learnt from the store's rows picks the first
+    # config, a random pick the second; both evaluations land in the same store.
+    search = facenas("run", "configs/hyperfd.yaml", "--storage", str(storage), "--name", "new", *_sets(),
+                     "--set", "searcher.mode=search", "--set", "data.domain=mask", "--set", "searcher.num_samples=2",
+                     "--set", "searcher.warm_start=1", timeout=600)  # fmt: skip
+    assert search.returncode == 0, search.stderr[-2000:]
+    assert evaluations_stored(storage) == rows + 2
+    best = json.loads((storage / "new" / "best.json").read_text())
+    assert best["dataset"] == "mask" and len(best["warm_start"]["detector_hpo"]) == 1
+    assert best["best_by_space"]["detector_hpo"]["val_ap50"] >= 0.0
+    frame = pd.read_parquet(storage / "new" / "results.parquet")
+    assert len(frame) == 2 and not frame.cached.any()
+    assert frame.arch_key.iloc[0] == best["warm_start"]["detector_hpo"][0]  # the ranker's pick ran first
+
 
 def test_benchmark_build_refuses_a_config_without_hyperfd(tmp_path):
     raw = yaml.safe_load(open("configs/quickstart.yaml"))

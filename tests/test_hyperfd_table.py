@@ -118,3 +118,55 @@ def test_warm_start_learns_from_every_stored_run(tmp_path):
     assert len(top) == 4 and all(HpoConfig.from_json(t).optimizer == "adam" for t in top)
     empty = BenchmarkStore(str(tmp_path / "empty"))
     assert warm_start_configs(empty, "detector_hpo", {"f0": 0.0, "f1": 0.0}, pool, top=3) == pool[:3]
+
+
+def test_search_mode_evaluates_the_rankers_picks_first_then_random_ones(tmp_path):
+    """``mode: search`` on a new dataset: the first ``warm_start`` jobs are the ranker's (adam, as every
+    stored run says), the rest distinct random picks of the pool; the list survives a restart."""
+    from orchestrator.hyperfd import hyperfd_stages, load_recipe, pool_seed
+    from trainables.detection_data import detection_meta_features
+
+    raw = yaml.safe_load(open("configs/hyperfd.yaml"))
+    raw["data"].update({"domain": "mask", "image_size": 32, "n_images": 20})
+    raw["searcher"].update({"mode": "search", "spaces": ["detector_hpo"], "num_samples": 6, "warm_start": 3,
+                            "warmup_steps": 150})  # fmt: skip
+    config = parse_config(raw)
+    target = load_recipe({"kind": "domain", "kwargs": {"domain": "mask", "seed": 0, "image_size": 32, "n_images": 20}})
+    names = sorted(detection_meta_features(target))
+    store = BenchmarkStore(str(tmp_path / "benchmark"))
+    pool = sample_pool("detector_hpo", config.searcher.pool_size, seed=pool_seed("detector_hpo", config.seed))
+    rng = np.random.default_rng(0)
+    for d in range(6):  # six earlier runs' datasets: adam beats sgd on every one
+        store.put_dataset(f"det-{d}", f"d{d}", {n: float(rng.normal()) for n in names})
+        for text in pool:
+            c = HpoConfig.from_json(text)
+            ap = (0.6 if c.optimizer == "adam" else 0.2) + 0.1 * rng.random()
+            store.put({"space": "detector_hpo", "arch_key": c.key(), "config": {"arch": c.to_dict()},
+                       "dataset_id": f"det-{d}", "fidelity": 4, "seed": 0, "metrics": {"val_ap50": ap},
+                       "cost_s": 1.0, "run": f"run{d}"})  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stages, _select, _extras = hyperfd_stages(config, store, run_dir)
+    assert [s.name for s in stages] == ["search-detector_hpo"]
+    jobs = stages[0].make_searcher({}).jobs
+    archs = [HpoConfig.from_json(j["arch"]) for j in jobs]
+    assert len(jobs) == 6 and len({a.key() for a in archs}) == 6
+    assert all(j["dataset_id"] == target.dataset_id for j in jobs)
+    assert all(a.optimizer == "adam" for a in archs[:3])
+    assert {j["arch"] for j in jobs} <= set(pool)
+    stored = store.dataset(target.dataset_id)
+    assert stored is not None and set(stored["features"]) == set(names)  # meta-features only
+    # A restarted run reads the same list, even though the store has learnt more since.
+    store.put({"space": "detector_hpo", "arch_key": archs[-1].key(), "config": {"arch": archs[-1].to_dict()},
+               "dataset_id": "det-0", "fidelity": 4, "seed": 0, "metrics": {"val_ap50": 0.99},
+               "cost_s": 1.0, "run": "later"})  # fmt: skip
+    again, _s, _e = hyperfd_stages(config, store, run_dir)
+    assert again[0].make_searcher({}).jobs == jobs
+
+
+def test_search_mode_limits_are_reported_together():
+    raw = yaml.safe_load(open("configs/hyperfd.yaml"))
+    raw["searcher"].update({"mode": "search", "pool_size": 4, "num_samples": 5, "warm_start": 6})
+    with pytest.raises(UserError) as info:
+        parse_config(raw)
+    assert "num_samples <= pool_size" in str(info.value) and "warm_start <= num_samples" in str(info.value)
