@@ -199,6 +199,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     print(start_ray(args.address, num_cpus=config.resources.num_cpus))
     try:
         done = build_benchmark(config, storage)
+    except KeyboardInterrupt:
+        print("facenas: benchmark build interrupted; the rows stored so far are kept: run the same command "
+              "again to continue", file=sys.stderr)
+        return 130
     finally:
         stop_ray()
     print("benchmark: " + ", ".join(f"{space}: {n} rows evaluated" for space, n in done.items()))

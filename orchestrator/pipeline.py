@@ -12,6 +12,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,6 +237,10 @@ def run_stage(
     finally:
         if live is not None:
             live.close()
+    if _tune_was_interrupted():
+        # Ctrl-C: Tune stopped the trials, saved its state and returned as if done. The stage is not
+        # finished: no marker, so `facenas resume` continues it (Tuner.restore).
+        raise KeyboardInterrupt
     frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
 
     summary: dict[str, Any] = {}
@@ -253,6 +259,18 @@ def run_stage(
     write_parquet_atomic(frame, exp_dir / _EVALS)
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
     return StageOutcome(stage.name, frame, summary, seconds)
+
+
+def _tune_was_interrupted() -> bool:
+    """Did the last ``Tuner.fit`` stop on SIGINT (Ctrl-C) or SIGUSR1 rather than finish?
+
+    Tune 2.60 installs its own SIGINT handler for the run, which ends the run gracefully and puts the
+    previous handler back when the signal arrives; after a run that finished, Tune's handler is still in
+    place. ``fit`` returns normally either way, so the handler in place tells the two apart.
+    """
+    if threading.current_thread() is not threading.main_thread() or int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0")):
+        return False  # Tune installed no handler: a SIGINT raises KeyboardInterrupt by itself
+    return getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "signal_interrupt_tune_run"
 
 
 def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any] | None) -> ArchSearcher:

@@ -114,3 +114,36 @@ def test_candidates_train_with_two_ray_train_workers(config_file, tmp_path):
     assert len(frame) == 2 and (frame["status"] == "ok").all() and not frame["cached"].any()
     assert list((tmp_path / "ddp" / "_train").iterdir()), "Ray Train kept its checkpoints under RUN_DIR/_train"
     assert evaluations_stored(tmp_path) == frame["arch_key"].nunique()
+
+
+def test_ctrl_c_stops_the_run_unfinished_and_resume_completes_it(config_file, tmp_path):
+    """Ctrl-C (SIGINT): Tune ends its run gracefully and returns; the stage must not count as finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.cli_driver import cli_env
+
+    storage = tmp_path / "runs"
+    run_dir = storage / "small"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and evaluations_stored(storage) < 1:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before Ctrl-C"
+    os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches the foreground process
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; continue with `facenas resume RUN_DIR`" in err
+    assert not (run_dir / "best.json").exists() and not (run_dir / "search" / "stage.json").exists()
+
+    resumed = facenas("resume", str(run_dir), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert len(frame) == CONFIG["searcher"]["num_samples"] and frame["arch_key"].is_unique
+    assert json.loads((run_dir / "best.json").read_text())["evaluations"] == CONFIG["searcher"]["num_samples"]
