@@ -99,20 +99,24 @@ def test_shipped_config_meets_the_issue_and_bad_keys_are_reported(tmp_path):
         parse_config(raw)
 
 
-def test_warm_start_learns_from_every_stored_run(tmp_path):
-    """Datasets whose best configs are the adam ones teach the ranker to put adam first on a new one."""
-    store = BenchmarkStore(str(tmp_path / "benchmark"))
-    pool = [c.to_json() for c in list(DetectorHpoSpace().enumerate())[::9]]  # 24 configs, both optimizers
+def _runs_where_adam_wins(store: BenchmarkStore, pool: list[str], feature_names: list[str]) -> None:
+    """Six earlier runs' datasets (random meta-features) on which every adam config beats every sgd one."""
     rng = np.random.default_rng(0)
     for d in range(6):
-        features = {"f0": float(rng.normal()), "f1": float(rng.normal())}
-        store.put_dataset(f"det-{d}", f"d{d}", features)
+        store.put_dataset(f"det-{d}", f"d{d}", {n: float(rng.normal()) for n in feature_names})
         for text in pool:
             c = HpoConfig.from_json(text)
             ap = (0.6 if c.optimizer == "adam" else 0.2) + 0.1 * rng.random()
             store.put({"space": "detector_hpo", "arch_key": c.key(), "config": {"arch": c.to_dict()},
                        "dataset_id": f"det-{d}", "fidelity": 4, "seed": 0, "metrics": {"val_ap50": ap},
                        "cost_s": 1.0, "run": f"run{d}"})  # fmt: skip
+
+
+def test_warm_start_learns_from_every_stored_run(tmp_path):
+    """Datasets whose best configs are the adam ones teach the ranker to put adam first on a new one."""
+    store = BenchmarkStore(str(tmp_path / "benchmark"))
+    pool = [c.to_json() for c in list(DetectorHpoSpace().enumerate())[::9]]  # 24 configs, both optimizers
+    _runs_where_adam_wins(store, pool, ["f0", "f1"])
     top = warm_start_configs(store, "detector_hpo", {"f0": 0.1, "f1": -0.2}, pool, top=4,
                              settings=RankerSettings(warmup_steps=150))  # fmt: skip
     assert len(top) == 4 and all(HpoConfig.from_json(t).optimizer == "adam" for t in top)
@@ -135,15 +139,7 @@ def test_search_mode_evaluates_the_rankers_picks_first_then_random_ones(tmp_path
     names = sorted(detection_meta_features(target))
     store = BenchmarkStore(str(tmp_path / "benchmark"))
     pool = sample_pool("detector_hpo", config.searcher.pool_size, seed=pool_seed("detector_hpo", config.seed))
-    rng = np.random.default_rng(0)
-    for d in range(6):  # six earlier runs' datasets: adam beats sgd on every one
-        store.put_dataset(f"det-{d}", f"d{d}", {n: float(rng.normal()) for n in names})
-        for text in pool:
-            c = HpoConfig.from_json(text)
-            ap = (0.6 if c.optimizer == "adam" else 0.2) + 0.1 * rng.random()
-            store.put({"space": "detector_hpo", "arch_key": c.key(), "config": {"arch": c.to_dict()},
-                       "dataset_id": f"det-{d}", "fidelity": 4, "seed": 0, "metrics": {"val_ap50": ap},
-                       "cost_s": 1.0, "run": f"run{d}"})  # fmt: skip
+    _runs_where_adam_wins(store, pool, names)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     stages, _select, _extras = hyperfd_stages(config, store, run_dir)
