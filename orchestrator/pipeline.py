@@ -78,7 +78,12 @@ class Stage:
 
 
 class ProgressPrinter(tune.Callback):
-    """One line per finished trial: count, architecture, metric, best so far."""
+    """One line per finished trial: count, what the trial evaluated, metric, best so far.
+
+    What the trial evaluated is its own ``describe`` report key when it reports one (a trial that trains
+    something other than its ``arch``, e.g. a LOSO fold of a baseline, says so itself), else the summary of
+    its ``arch``, else its ``arch_key``.
+    """
 
     def __init__(self, stage: str, metric: str, mode: str, total: int | None) -> None:
         self.stage, self.metric, self.mode, self.total = stage, metric, mode, total
@@ -93,11 +98,8 @@ class ProgressPrinter(tune.Callback):
         r = trial.last_result or {}
         value = r.get(self.metric)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-        arch = _summary_of(r.get("arch") or trial.config.get("arch")) if (r.get("arch") or trial.config.get("arch")) else str(r.get("arch_key", ""))
-        if r.get("model") == "baseline":  # a LOSO fold of RNAS-MER's baseline carries the searched arch
-            arch = f"baseline 3D CNN (width {int(r.get('width', 0))})"
-        if "fold" in r:
-            arch = f"fold {int(r['fold'])}: {arch}"
+        arch_json = r.get("arch") or trial.config.get("arch")
+        arch = _described(r) or (_summary_of(arch_json) if arch_json else str(r.get("arch_key", "")))
         if r.get("status") == "failed" or not _finite(value):  # NaN or +-inf is a failed evaluation
             reason = r.get("error") or (f"{self.metric} is not finite" if value is not None else "no result")
             self._line(f"trial {count} {arch}  FAILED: {reason}")
@@ -116,7 +118,14 @@ class ProgressPrinter(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-        self._line(f"trial {count} {_summary_of(trial.config.get('arch'))}  FAILED: {_error_line(trial)}")
+        arch = _described(trial.last_result or {}) or _summary_of(trial.config.get("arch"))
+        self._line(f"trial {count} {arch}  FAILED: {_error_line(trial)}")
+
+
+def _described(result: dict[str, Any]) -> str:
+    """The trial's own description of what it evaluated (its ``describe`` report key), or ``""``."""
+    text = result.get("describe")
+    return text if isinstance(text, str) else ""
 
 
 def _finite(value: Any) -> bool:

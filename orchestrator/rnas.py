@@ -163,8 +163,10 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     settings = FoldSettings(**{**job.fold, "seed": job.seed})
     make, described = _fold_model(config, job, data.num_classes)
     arch_key = genotype.key() if config["model"] == "searched" else f"c3d-w{int(described['width'])}"
+    label = (genotype.summary() if config["model"] == "searched"
+             else f"baseline 3D CNN (width {int(described['width'])})")  # the progress line's words
     base = {"arch": genotype.to_json(), "arch_key": arch_key, "epochs": settings.epochs, "dataset_id": data.dataset_id,
-            "stage": job.stage, "fold": float(subject), **described}
+            "stage": job.stage, "fold": float(subject), "describe": f"fold {subject}: {label}", **described}
     key = (f"rnas/loso/{config['model']}/{subject}", arch_key, data.dataset_id, settings.epochs, job.seed)
     protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels}
 
