@@ -682,7 +682,7 @@ _SEARCHER_MODELS: dict[str, type[BaseModel]] = {
 _SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
 _UNION_TAGS = {
     "searcher": _SEARCHER_TAGS,
-    "data": ("classification", "alignment", "microexpr"),
+    "data": tuple(_DATA_MODELS),
     "space": ("global", "multipath", "rnas"),
 }
 
@@ -698,19 +698,39 @@ def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """Read, override and validate a YAML config. Returns the typed config and the resolved raw dict."""
+    """Read, override and validate a YAML config. Returns the typed config and the resolved raw dict.
+
+    Raises:
+        UserError: the file is missing, not YAML, empty (nothing but comments, or null) or not a mapping at
+            the top level; an override is malformed; or the config is invalid (every problem, one line each).
+    """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {p} does not exist; pass the path of a YAML file, e.g. configs/quickstart.yaml")
+    text = p.read_text()
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(text) if text.strip() else None  # a tab is a YAML error, blank is empty
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise UserError(f"config file {p} is not valid YAML{line}; fix the syntax") from None
+    # Checked before the overrides (they need a mapping to go into): an empty file would otherwise run
+    # the default experiment.
+    if raw is None:
+        raise UserError(f"config file {p} is empty; start from configs/quickstart.yaml")
+    if not isinstance(raw, dict):
+        shown = "a list" if isinstance(raw, list) else _shorten(repr(raw))
+        raise UserError(
+            f"config file {p}: expected a YAML mapping of sections (seed, data, space, searcher, ...) at the top "
+            f"level, got {shown}; start from configs/quickstart.yaml"
+        )
     raw = apply_overrides(raw, overrides or [])
     config = parse_config(raw, source=p.name)
     return config, config.model_dump(mode="json")
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_valid_name(name: str) -> bool:

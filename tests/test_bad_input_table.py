@@ -184,6 +184,21 @@ CASES: dict[str, tuple[Case, str]] = {
     "samos on the global space": (
         lambda w: w.run(dict(GOOD, searcher={"name": "samos"})), "searcher 'samos' (MONAS) needs space.name: multipath"),
     "config that is a YAML list": (lambda w: w.run("- seed: 1\n"), "expected a YAML mapping"),
+    "config that is a YAML scalar": (
+        lambda w: w.run("quickstart\n"),
+        "expected a YAML mapping of sections (seed, data, space, searcher, ...) at the top level, got 'quickstart'; "
+        "start from configs/quickstart.yaml",
+    ),
+    "--set on a config that is a YAML list": (
+        lambda w: w.run("- seed: 1\n", "--set", "seed=2"), "at the top level, got a list; start from"),
+    "detection data out of range": (
+        lambda w: w.run(dict(GOOD, data={"dataset": "detection", "n_images": 3}, searcher={"name": "hyperfd"})),
+        "c.yaml: data.n_images: input should be greater than or equal to 10, got 3",
+    ),
+    "unknown key in detection data": (
+        lambda w: w.run(dict(GOOD, data={"dataset": "detection", "images": 3}, searcher={"name": "hyperfd"})),
+        "c.yaml: data.images: unknown key; valid keys: dataset, domain, seed, image_size, n_images",
+    ),
     "--set into a value": (lambda w: w.run(GOOD, "--set", "seed.x=1"), "'seed' is not a section"),
     # dataset files
     "cifar10 folder without a batch": (

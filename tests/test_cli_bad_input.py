@@ -85,6 +85,18 @@ def test_missing_config_and_bad_yaml(tmp_path, capsys):
     assert code == 2 and "not valid YAML" in lines[0]
 
 
+@pytest.mark.parametrize("text", ["", " \n\n\t\n", "# only comments\n# here\n", "~\n", "---\n", "null\n"])
+@pytest.mark.parametrize("verb", [["run"], ["benchmark", "build"]])
+def test_empty_config_is_refused_not_run_with_defaults(tmp_path, capsys, text, verb):
+    storage = tmp_path / "runs"
+    path = _write(tmp_path, text)
+    for extra in ([], ["--set", "seed=1"]):
+        code, lines = _run([*verb, str(path), "--storage", str(storage), *extra], capsys)
+        assert code == 2
+        assert lines == [f"facenas: config file {path} is empty; start from configs/quickstart.yaml"]
+        assert not storage.exists()
+
+
 def test_bad_override(tmp_path, capsys):
     code, lines = _run(["run", str(_write(tmp_path, GOOD)), "--set", "searcher.num_samples"], capsys)
     assert code == 2 and "expected key.path=value" in lines[0]
