@@ -30,19 +30,27 @@ not spell ``L_trans`` out; this is our reading, stated here so it can be changed
 
 Batches mix samples of ``S_offline : S_past : S`` in the ratio 5 : 1 : 1 (Table 6). Everything that leaves
 this module as state is plain JSON (parameters as nested lists of float32 values, exact on restore).
+
+Torch is imported on first use, never at import (DESIGN.md §2: ``import search_algos`` works without torch,
+so a driver that only plans or reads results needs no torch): the functions that train or run the ranker
+import it themselves, and the ``nn.Module`` classes are defined by :func:`_nets` on first use. Only
+constructing a :class:`PerformanceRanker` (or restoring one) needs torch installed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as nnf
+
+if TYPE_CHECKING:  # annotations only: never executed, so importing this module needs no torch
+    import torch
+    from torch import nn
 
 __all__ = [
     "GraphEncoding",
@@ -173,68 +181,97 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 # Encoders
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+_NET_CLASSES = ("_Mlp", "_GinEncoder", "_RankerNet")
 
 
-class _GinEncoder(nn.Module):
-    """GIN (Xu et al. 2019) with a learnable epsilon per layer and one virtual node per layer (§B.5).
+@functools.cache
+def _nets() -> SimpleNamespace:
+    """Define the ranker's ``nn.Module`` classes on first use (the one place this module needs torch.nn).
 
-    ``h_v <- MLP((1 + eps) h_v + sum_{u in N(v)} h_u + vn)``, where the virtual node ``vn`` of the layer
-    is an MLP of the sum of all node states of the previous layer, added back to every node (the two
-    virtual nodes of §B.5 for two layers). Readout: mean and max over real nodes -> linear.
+    Each class is also bound as a module attribute of its own name (with a plain ``__qualname__``), so a
+    pickled ranker refers to ``search_algos.ranker._RankerNet`` exactly as when these classes were defined at
+    module level; :func:`__getattr__` defines them when an unpickler asks first.
+
+    Returns:
+        A namespace with the classes ``Mlp``, ``GinEncoder`` and ``RankerNet``.
     """
+    import torch
+    from torch import nn
+    from torch.nn import functional as nnf
 
-    def __init__(self, dim_in: int, hidden: int, layers: int, dropout: float) -> None:
-        super().__init__()
-        self.embed = nn.Linear(dim_in, hidden)
-        self.eps = nn.Parameter(torch.zeros(layers))
-        self.mlps = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
-        self.virtual = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
-        self.dropout = nn.Dropout(dropout)
-        self.readout = nn.Linear(2 * hidden, hidden)
+    class _Mlp(nn.Module):
+        def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # x: (G, N, F), adj: (G, N, N), mask: (G, N) with 1 for real nodes
-        m = mask.unsqueeze(-1)  # (G, N, 1)
-        h = self.embed(x) * m  # (G, N, H)
-        for layer, (mlp, virtual) in enumerate(zip(self.mlps, self.virtual)):
-            vn = virtual(h.sum(dim=1))  # (G, H): aggregates every node of this layer
-            agg = (1 + self.eps[layer]) * h + adj @ h + vn.unsqueeze(1)  # (G, N, H)
-            h = self.dropout(nnf.relu(mlp(agg))) * m
-        count = m.sum(dim=1).clamp(min=1)  # (G, 1)
-        mean = h.sum(dim=1) / count  # (G, H)
-        peak = h.masked_fill(m == 0, -1e9).max(dim=1).values  # (G, H)
-        return self.readout(torch.cat([mean, peak], dim=1))  # (G, H)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    class _GinEncoder(nn.Module):
+        """GIN (Xu et al. 2019) with a learnable epsilon per layer and one virtual node per layer (§B.5).
+
+        ``h_v <- MLP((1 + eps) h_v + sum_{u in N(v)} h_u + vn)``, where the virtual node ``vn`` of the layer
+        is an MLP of the sum of all node states of the previous layer, added back to every node (the two
+        virtual nodes of §B.5 for two layers). Readout: mean and max over real nodes -> linear.
+        """
+
+        def __init__(self, dim_in: int, hidden: int, layers: int, dropout: float) -> None:
+            super().__init__()
+            self.embed = nn.Linear(dim_in, hidden)
+            self.eps = nn.Parameter(torch.zeros(layers))
+            self.mlps = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
+            self.virtual = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
+            self.dropout = nn.Dropout(dropout)
+            self.readout = nn.Linear(2 * hidden, hidden)
+
+        def forward(self, x: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            # x: (G, N, F), adj: (G, N, N), mask: (G, N) with 1 for real nodes
+            m = mask.unsqueeze(-1)  # (G, N, 1)
+            h = self.embed(x) * m  # (G, N, H)
+            for layer, (mlp, virtual) in enumerate(zip(self.mlps, self.virtual)):
+                vn = virtual(h.sum(dim=1))  # (G, H): aggregates every node of this layer
+                agg = (1 + self.eps[layer]) * h + adj @ h + vn.unsqueeze(1)  # (G, N, H)
+                h = self.dropout(nnf.relu(mlp(agg))) * m
+            count = m.sum(dim=1).clamp(min=1)  # (G, 1)
+            mean = h.sum(dim=1) / count  # (G, H)
+            peak = h.masked_fill(m == 0, -1e9).max(dim=1).values  # (G, H)
+            return self.readout(torch.cat([mean, peak], dim=1))  # (G, H)
+
+    class _RankerNet(nn.Module):
+        def __init__(self, n_features: int, config_dim: int, kind: str, settings: RankerSettings) -> None:
+            super().__init__()
+            h = settings.hidden
+            self.kind = kind
+            self.dataset = _Mlp(n_features, h, h)
+            if kind == "vector":
+                self.config = _Mlp(config_dim, h, h)
+            else:
+                self.config = _GinEncoder(config_dim, h, settings.gin_layers, settings.dropout)
+            self.head = _Mlp(3 * h, h, 1)
+
+        def encode_configs(self, batch: Any) -> torch.Tensor:
+            if self.kind == "vector":
+                return self.config(batch)  # (C, H)
+            x, adj, mask = batch
+            return self.config(x, adj, mask)  # (C, H)
+
+        def score(self, e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            # e: (H,) one dataset embedding, h: (C, H) config embeddings -> (C,)
+            e = e.expand_as(h)
+            return self.head(torch.cat([e, h, e * h], dim=1)).squeeze(1)
+
+    for cls in (_Mlp, _GinEncoder, _RankerNet):
+        cls.__qualname__ = cls.__name__
+        globals()[cls.__name__] = cls
+    return SimpleNamespace(Mlp=_Mlp, GinEncoder=_GinEncoder, RankerNet=_RankerNet)
 
 
-class _RankerNet(nn.Module):
-    def __init__(self, n_features: int, config_dim: int, kind: str, settings: RankerSettings) -> None:
-        super().__init__()
-        h = settings.hidden
-        self.kind = kind
-        self.dataset = _Mlp(n_features, h, h)
-        if kind == "vector":
-            self.config = _Mlp(config_dim, h, h)
-        else:
-            self.config = _GinEncoder(config_dim, h, settings.gin_layers, settings.dropout)
-        self.head = _Mlp(3 * h, h, 1)
-
-    def encode_configs(self, batch: Any) -> torch.Tensor:
-        if self.kind == "vector":
-            return self.config(batch)  # (C, H)
-        x, adj, mask = batch
-        return self.config(x, adj, mask)  # (C, H)
-
-    def score(self, e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        # e: (H,) one dataset embedding, h: (C, H) config embeddings -> (C,)
-        e = e.expand_as(h)
-        return self.head(torch.cat([e, h, e * h], dim=1)).squeeze(1)
+def __getattr__(name: str) -> Any:
+    # PEP 562: only reached for names the module does not have yet, i.e. the lazily defined torch classes.
+    if name in _NET_CLASSES:
+        _nets()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -277,8 +314,10 @@ class PerformanceRanker:
         self.config_dim = int(config_dim)
         self.settings = settings or RankerSettings()
         self.seed = int(seed)
+        import torch  # here, after the argument checks: bad arguments are reported even without torch
+
         torch.manual_seed(self.seed)
-        self.net = _RankerNet(len(self.feature_names), self.config_dim, config_kind, self.settings)
+        self.net = _nets().RankerNet(len(self.feature_names), self.config_dim, config_kind, self.settings)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.settings.lr)
         self._configs: dict[str, Any] = {}  # key -> vector (D,) or graph (x (N, F), adj (N, N))
         self._mean = np.zeros(len(self.feature_names))
@@ -319,6 +358,7 @@ class PerformanceRanker:
         return np.clip((raw - self._mean) / self._std, -5.0, 5.0).astype(np.float32)  # (F,)
 
     def _config_batch(self, keys: Sequence[str]) -> Any:
+        import torch
         unknown = [k for k in keys if k not in self._configs]
         if unknown:
             raise KeyError(f"configs {unknown[:3]} were never registered with add_configs")
@@ -338,6 +378,7 @@ class PerformanceRanker:
     # -- inference -----------------------------------------------------------------------------------------
     def score(self, features: Mapping[str, float], keys: Sequence[str]) -> np.ndarray:
         """F(d, c) for every key (higher = predicted better); shape ``(len(keys),)``."""
+        import torch
         self.net.eval()
         with torch.no_grad():
             e = self.net.dataset(torch.from_numpy(self._z(features)))
@@ -362,6 +403,7 @@ class PerformanceRanker:
 
     def embed(self, features: Mapping[str, float]) -> np.ndarray:
         """The dataset embedding e_d, shape ``(hidden,)``."""
+        import torch
         with torch.no_grad():
             return self.net.dataset(torch.from_numpy(self._z(features))).numpy()
 
@@ -429,6 +471,7 @@ class PerformanceRanker:
         return losses
 
     def _seeded(self, fn: Any, *args: Any) -> float:
+        import torch
         # Dropout draws from torch's global generator: fork it and seed by (seed, step), so a restored
         # ranker continues bit-identically and nobody else's random stream is disturbed.
         with torch.random.fork_rng(devices=[]):
@@ -445,6 +488,8 @@ class PerformanceRanker:
         The ranker is fixed meanwhile (eval mode), so config and offline embeddings are computed once;
         the tasks' losses are independent, so one gradient of their sum moves every Z^(u) at once.
         """
+        import torch
+        from torch.nn import functional as nnf
         if not self.past or self.settings.trans_iters == 0:
             return
         self.net.eval()
@@ -483,6 +528,7 @@ class PerformanceRanker:
 
     def _step(self, current: dict[str, Any] | None) -> float:
         """One Adam step on a batch mixing S_offline : S_past : S (Table 6), plus the SI term."""
+        import torch
         rng = np.random.default_rng([self.seed, 11, self.steps])
         self.steps += 1
         weights = np.array(self.settings.mix, dtype=np.float64)
@@ -531,6 +577,9 @@ class PerformanceRanker:
             partners: (positive, negative) offline indices for the triplet, or None.
             e_off: embeddings of the offline datasets, (T, H).
         """
+        import torch
+        from torch.nn import functional as nnf
+
         s = self.net.score(e, h)  # (C,)
         better = (ap.unsqueeze(1) - ap.unsqueeze(0)) > 1e-9  # (C, C): [i, j] = c_i beats c_j
         loss = torch.zeros(())
@@ -602,6 +651,7 @@ class PerformanceRanker:
 
     def parameters_vector(self) -> np.ndarray:
         """All parameters flattened (for tests and diagnostics)."""
+        import torch
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).numpy()
 
 
@@ -620,6 +670,7 @@ class _SynapticIntelligence:
     """Per-parameter importance Omega from the path integral of the unregularised loss's gradient."""
 
     def __init__(self, net: nn.Module, damping: float, weight: float) -> None:
+        import torch
         self.net = net
         self.damping = damping
         self.weight = weight  # lambda_reg: to remove the penalty's own gradient from the path integral
@@ -632,12 +683,14 @@ class _SynapticIntelligence:
         self._grad: dict[str, torch.Tensor] = {}
 
     def penalty(self) -> torch.Tensor:
+        import torch
         total = torch.zeros(())
         for n, p in self.params.items():
             total = total + (self.importance[n] * (p - self.anchor[n]) ** 2).sum()
         return total
 
     def accumulate_before_step(self) -> None:
+        import torch
         # The gradient of the loss without the SI term: subtract the penalty's own gradient analytically.
         lam = self.weight
         for n, p in self.params.items():
@@ -651,6 +704,7 @@ class _SynapticIntelligence:
 
     def consolidate(self) -> None:
         """End of a task: Omega += omega / (Delta^2 + xi); theta* <- theta; restart the path integral."""
+        from torch.nn import functional as nnf
         for n, p in self.params.items():
             delta = p.detach() - self.start[n]
             self.importance[n] += nnf.relu(self.omega[n]) / (delta**2 + self.damping)
@@ -679,11 +733,13 @@ def _tensor_json(t: torch.Tensor) -> dict[str, Any]:
 
 
 def _tensor_from(payload: Mapping[str, Any]) -> torch.Tensor:
+    import torch
     dtype = getattr(torch, payload["dtype"])
     return torch.tensor(payload["data"], dtype=dtype).reshape(payload["shape"])
 
 
 def _adam_json(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    import torch
     sd = optimizer.state_dict()
     return {
         "state": {
