@@ -93,18 +93,17 @@ def test_shared_kernels_build_each_hybrid_from_the_same_convolutions():
     torch.testing.assert_close(mixed(x, w), sum(wi * o for wi, o in zip(w, outs)))
 
 
-def test_attention_is_channel_then_spatial():
+def test_attention_adds_the_channel_and_spatial_gates_of_eq4():
     att = Attention3d(8)
     for p in att.parameters():
         torch.nn.init.zeros_(p)
     x = _x(8, requires_grad=False)
-    torch.testing.assert_close(att(x), x * 0.25)  # sigmoid(0) twice
+    torch.testing.assert_close(att(x), x * 1.0)  # sigmoid(0) + sigmoid(0): the features pass unscaled
     torch.manual_seed(1)
     att = Attention3d(8)
     ca = torch.sigmoid(att.mlp(x.mean(dim=(2, 3, 4), keepdim=True)) + att.mlp(x.amax(dim=(2, 3, 4), keepdim=True)))
-    y = x * ca
-    sa = torch.sigmoid(att.spatial(torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)))
-    torch.testing.assert_close(att(x), y * sa)
+    sa = torch.sigmoid(att.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+    torch.testing.assert_close(att(x), x * (ca + sa))
 
 
 def test_search_cell_edge_normalisation_against_explicit_sum():

@@ -10,9 +10,10 @@ Paper: ``rnas-mer-micro-expression-nas.txt`` (``shared/papers``):
 - Eq. 1: partial channel connections (PC-DARTS): ``1/k`` of the channels (the mask ``M``) go through the
   softmax(alpha)-weighted mix, the rest bypass it; the two parts are concatenated and channel-shuffled.
 - Eq. 2: edge normalisation: node ``j`` sums its incoming edges weighted by ``softmax(eta)``.
-- Eq. 3-4: the cell's output is spatio-temporal attention over the *sum* of its N nodes: channel
-  attention (shared MLP over average- and max-pooled features), then spatial attention (a
-  ``3 x 7 x 7`` convolution over channel-wise average and max), CBAM order (DESIGN.md §1).
+- Eq. 3-4: the cell's output is spatio-temporal attention over the *sum* of its N nodes. Eq. 4 adds
+  two gates computed side by side from the same features ("in a decoupled manner", §3.1.1): channel
+  attention (shared MLP over average- and max-pooled features) and spatial attention (a ``3 x 7 x 7``
+  convolution over channel-wise average and max); the features are multiplied by the sum.
 - Eq. 5-8: the OPEN outer space: states ``(layer, level)``, level ``j`` at down-sampling ``2 ** (j + 1)``
   and ``channels * 2 ** j`` channels; each state is the beta-weighted sum (Eq. 6) of its cell applied
   to each incoming state; strided convolutions reduce (stride ``(1, 2, 2)``: clips are short in time).
@@ -233,10 +234,14 @@ class MixedOp(nn.Module):
 
 
 class Attention3d(nn.Module):
-    """Eq. 4 in CBAM order, 3D: channel attention, then spatio-temporal attention.
+    """Eq. 4, 3D: ``ST(F) = sigma(MLP(AP F) + MLP(MP F)) + sigma(C_{3x7x7}([AP_c F; MP_c F]))``; out ``F * ST(F)``.
 
-    Channel: ``sigma(MLP(AvgPool F) + MLP(MaxPool F))`` over ``(T, H, W)``, one MLP ``C -> C/r -> C``.
-    Spatial: ``sigma(Conv3d_{3x7x7}([mean_C F; max_C F]))``.
+    Channel gate: one MLP ``C -> C/r -> C`` over the average- and max-pooled ``(T, H, W)``; spatial gate:
+    a ``3 x 7 x 7`` convolution over the channel-wise mean and max of ``F``. Both gates see the same
+    ``F`` and are *added*, as Eq. 4 writes them, so the multiplier lies in ``(0, 2)`` and is about 1 at
+    initialisation. (CBAM applies the two gates one after the other, ``F * M_c * M_s``, which scales
+    every cell's output by about 1/4 at initialisation; stacked six times without a shortcut that made
+    the decoded networks fail to fit their training folds: see ``tests/test_rnas_fit.py``.)
     """
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
@@ -248,9 +253,10 @@ class Attention3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = F.adaptive_avg_pool3d(x, 1)  # (B, C, 1, 1, 1)
         mx = F.adaptive_max_pool3d(x, 1)
-        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        channel = torch.sigmoid(self.mlp(avg) + self.mlp(mx))  # (B, C, 1, 1, 1)
         maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (B, 2, T, H, W)
-        return x * torch.sigmoid(self.spatial(maps))
+        spatial = torch.sigmoid(self.spatial(maps))  # (B, 1, T, H, W)
+        return x * (channel + spatial)
 
 
 class SearchCell(nn.Module):
