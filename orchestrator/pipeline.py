@@ -15,7 +15,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,12 +242,13 @@ def run_stage(
                 verbose=0,
             ),
         )
-    try:
-        grid = tuner.fit()
-    finally:
-        if live is not None:
-            live.close()
-    if _tune_was_interrupted():
+    with _stop_signal_flag() as interrupted:
+        try:
+            grid = tuner.fit()
+        finally:
+            if live is not None:
+                live.close()
+    if interrupted.is_set():
         # Ctrl-C: Tune stopped the trials, saved its state and returned as if done. The stage is not
         # finished: no marker, so `facenas resume` continues it (Tuner.restore).
         raise KeyboardInterrupt
@@ -270,16 +272,57 @@ def run_stage(
     return StageOutcome(stage.name, frame, summary, seconds)
 
 
-def _tune_was_interrupted() -> bool:
-    """Did the last ``Tuner.fit`` stop on SIGINT (Ctrl-C) or SIGUSR1 rather than finish?
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
 
-    Tune 2.60 installs its own SIGINT handler for the run, which ends the run gracefully and puts the
-    previous handler back when the signal arrives; after a run that finished, Tune's handler is still in
-    place. ``fit`` returns normally either way, so the handler in place tells the two apart.
+
+@contextmanager
+def _stop_signal_flag() -> Iterator[threading.Event]:
+    """A flag that is set when SIGINT (Ctrl-C) or SIGUSR1 arrives while the block (``Tuner.fit``) runs.
+
+    Our handler sets the flag, then calls the handler it wraps. It wraps the handler in place on entry,
+    but that is not enough: Tune (2.60) installs its own handler for both signals when ``fit`` starts,
+    and on the signal it ends the run gracefully and puts the SIGINT handler from before back *without
+    calling it*, so ``fit`` returns normally and the handler from before never hears of that first
+    Ctrl-C. So inside the block every handler registered for these signals (Tune's) is registered
+    wrapped in ours too. On leaving, the handlers from before the block are back in place (Tune would
+    leave its own installed after a run that finished).
+
+    Outside the main thread no handler can be installed (Tune installs none either): the flag stays
+    clear and a SIGINT raises ``KeyboardInterrupt`` by itself.
     """
-    if threading.current_thread() is not threading.main_thread() or int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0")):
-        return False  # Tune installed no handler: a SIGINT raises KeyboardInterrupt by itself
-    return getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "signal_interrupt_tune_run"
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    register = signal.signal
+    before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    ours: list[Callable[[int, Any], Any]] = []
+
+    def flagging(handler: Any) -> Any:
+        if not callable(handler) or handler in ours:  # SIG_DFL / SIG_IGN have nothing to call
+            return handler
+
+        def on_signal(signum: int, frame: Any) -> Any:
+            flag.set()
+            return handler(signum, frame)
+
+        ours.append(on_signal)
+        return on_signal
+
+    def register_flagging(signum: int, handler: Any) -> Any:
+        return register(signum, flagging(handler) if signum in _STOP_SIGNALS else handler)
+
+    for signum, handler in before.items():
+        if callable(handler):
+            register(signum, flagging(handler))
+    signal.signal = register_flagging
+    try:
+        yield flag
+    finally:
+        signal.signal = register
+        for signum, handler in before.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back from here
+                register(signum, handler)
 
 
 def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any] | None) -> ArchSearcher:
