@@ -3,11 +3,15 @@
 Paper: ``rnas-mer-micro-expression-nas.txt`` (Algorithm 1). The differentiable search happens inside
 one Tune function trainable (:func:`search_trial`); Tune runs it for several seeds, or Optuna
 (:class:`search_algos.rnas_hpo.ArchLrSearch`) over the architecture learning rate and weight decay. The
-best trial's decoded genotype is then retrained under leave-one-subject-out, each fold a Tune trial
-(:func:`fold_trial`, parallel across the cluster), and so is a hand-designed 3D CNN of about the same
-parameter count (the baseline). Every fold writes its predictions to ``RUN_DIR/<stage>/_folds/``; UAR
-and UF1 are computed on the predictions pooled over all folds (MEGC-2019) and written to ``best.json``
-(``uar``, ``uf1``, ``params``, ``model_size_mb``, and the baseline's and ablations' figures).
+decoded genotype of every search seed (with Optuna: of the best trial) is then retrained under
+leave-one-subject-out, each fold a Tune trial (:func:`fold_trial`, parallel across the cluster), and so
+is, for each of them, a hand-designed 3D CNN of about the same parameter count (the baseline). Every fold
+writes its predictions to ``RUN_DIR/<stage>/_folds/<genotype key>/``; UAR and UF1 are computed on the
+predictions pooled over all folds (MEGC-2019), per search seed and pooled over the seeds, and written to
+``best.json`` (``uar``, ``uf1``: pooled over seeds; ``per_seed``; ``params``, ``model_size_mb``, and the
+baseline's and ablations' figures). Each search trial writes its per-epoch diagnostics (losses, train and
+validation UAR, architecture entropies, decoded genotype) to ``RUN_DIR/<stage>/_history/``;
+``best.json["search_history"]`` gathers them with the genotype's stability over the last epochs.
 
 Each trial checkpoints every epoch (``save_state``/``load_state``, keyed by the evaluation, not the
 trial), so a killed run resumes inside the search or the fold where it stopped.
@@ -99,9 +103,14 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
         tune.report({**plain_metrics(metrics), **base, "arch": genotype.to_json(), "arch_key": genotype.key(),
                      "cached": False, "status": "ok", "error": "", "search_epoch": float(metrics["epoch"])})
 
+    history_file = os.path.join(job.storage_path, job.stage, "_history", f"search-{_digest(identity)}.json")
+
     def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         nonlocal reported
         save_state(state, checkpoint)
+        write_json_atomic({"seed": settings.seed, "arch_lr": settings.arch_lr,
+                           "arch_weight_decay": settings.arch_weight_decay, "epochs": state["history"]},
+                          Path(history_file))
         report(metrics)
         reported = True
 
@@ -139,8 +148,10 @@ def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
                   "model": config["model"], "width": float(getattr(probe, "width", job.retrain_channels))}
 
 
-def _fold_file(job: MerJob, subject: int) -> str:
-    return os.path.join(job.storage_path, job.stage, "_folds", f"fold-{subject:03d}.json")
+def _fold_file(job: MerJob, genotype_key: str, subject: int) -> str:
+    """``RUN_DIR/<stage>/_folds/<searched genotype's key>/fold-NNN.json`` (the baseline's folds too are
+    filed under the genotype it is size-matched to)."""
+    return os.path.join(job.storage_path, job.stage, "_folds", genotype_key, f"fold-{subject:03d}.json")
 
 
 def fold_trial(config: dict[str, Any], job: MerJob) -> None:
@@ -172,7 +183,7 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
 
     def finish(result: dict[str, Any], cached: bool) -> None:
         write_json_atomic({"subject": subject, "truth": result["truth"], "predicted": result["predicted"],
-                           "model": config["model"], **described}, Path(_fold_file(job, subject)))
+                           "model": config["model"], **described}, Path(_fold_file(job, genotype.key(), subject)))
         tune.report({**_fold_metrics(result, data.num_classes, uar), **base, "cached": cached,
                      "status": "ok", "error": ""})
 
@@ -213,27 +224,85 @@ def _fold_metrics(result: dict[str, Any], num_classes: int, uar) -> dict[str, fl
 # -- the pipeline --------------------------------------------------------------------------------------
 
 
-def pooled_figures(stage_dir: str, num_classes: int) -> dict[str, Any] | None:
-    """UAR / UF1 over the predictions of every fold under ``stage_dir/_folds`` (MEGC-2019 pooling)."""
-    from trainables.mer_metrics import confusion_matrix, uar, uf1
-
-    folder = os.path.join(stage_dir, "_folds")
+def _fold_predictions(folder: str) -> list[dict[str, Any]]:
     files = sorted(f for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
-    if not files:
-        return None
-    truth, predicted, first = [], [], None
+    folds = []
     for name in files:
         with open(os.path.join(folder, name)) as fh:
-            fold = json.load(fh)
-        truth += fold["truth"]
-        predicted += fold["predicted"]
-        first = first or fold
+            folds.append(json.load(fh))
+    return folds
+
+
+def pooled_figures(folders: str | list[str], num_classes: int) -> dict[str, Any] | None:
+    """UAR / UF1 over the predictions of every fold file in ``folders`` (MEGC-2019 pooling).
+
+    One folder is one network's LOSO; several (one per search seed) pool the seeds' predictions too.
+    ``params`` and ``model_size_mb`` are the mean over the folders' networks.
+    """
+    from trainables.mer_metrics import confusion_matrix, uar, uf1
+
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    truth, predicted, params, sizes, count = [], [], [], [], 0
+    for folder in folders:
+        folds = _fold_predictions(folder)
+        for fold in folds:
+            truth += fold["truth"]
+            predicted += fold["predicted"]
+        if folds:
+            params.append(float(folds[0]["params"]))
+            sizes.append(float(folds[0]["model_size_mb"]))
+            count += len(folds)
+    if not count:
+        return None
     return {
         "uar": uar(truth, predicted, num_classes), "uf1": uf1(truth, predicted, num_classes),
         "accuracy": float(np.mean(np.asarray(truth) == np.asarray(predicted))),
-        "confusion": confusion_matrix(truth, predicted, num_classes).tolist(), "folds": len(files),
-        "params": int(first["params"]), "model_size_mb": round(float(first["model_size_mb"]), 4),
+        "confusion": confusion_matrix(truth, predicted, num_classes).tolist(), "folds": count,
+        "params": int(round(np.mean(params))), "model_size_mb": round(float(np.mean(sizes)), 4),
     }
+
+
+def _searched_genotypes(outcome: Any) -> list[dict[str, Any]]:
+    """``[{"seed", "arch", "arch_key", "val_uar"}]`` of the finished search trials, in seed order."""
+    frame = outcome.frame
+    ok = frame[(frame["status"] == "ok") & (frame["arch"].astype(str) != "")]
+    rows = [{"seed": json.loads(r["metrics"]).get("seed"), "arch": r["arch"], "arch_key": r["arch_key"],
+             "val_uar": r["value"]} for r in ok.to_dict("records")]
+    return sorted(rows, key=lambda r: (r["seed"] is None, r["seed"]))
+
+
+def genotype_stability(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How settled the decoded genotype is at the end of a search.
+
+    Returns:
+        ``stable_epochs``: how many final epochs decoded the same genotype; ``path_changes`` and
+        ``cell_changes``: epochs whose path / cell differ from the epoch before; ``last_cell_agreement``:
+        share of the cell's (input, op) genes the last two epochs have in common.
+    """
+    from search_algos.spaces.rnas import RnasGenotype
+
+    genotypes = [RnasGenotype.from_json(e["genotype"]) for e in epochs if e.get("genotype")]
+    if not genotypes:
+        return {"stable_epochs": 0, "path_changes": 0, "cell_changes": 0, "last_cell_agreement": None}
+    stable = 1
+    while stable < len(genotypes) and genotypes[-stable - 1] == genotypes[-1]:
+        stable += 1
+    pairs = list(zip(genotypes, genotypes[1:]))
+    agreement = None
+    if len(genotypes) >= 2:
+        last = [set(node) for node in genotypes[-1].cell]
+        before = [set(node) for node in genotypes[-2].cell]
+        agreement = float(np.mean([len(a & b) / 2 for a, b in zip(last, before)]))
+    return {"stable_epochs": stable, "path_changes": sum(a.path != b.path for a, b in pairs),
+            "cell_changes": sum(a.cell != b.cell for a, b in pairs), "last_cell_agreement": agreement}
+
+
+def search_history(stage_dir: str) -> list[dict[str, Any]]:
+    """Every search trial's per-epoch diagnostics (``_history/``), each with its genotype stability."""
+    out = []
+    for fold in _fold_predictions(os.path.join(stage_dir, "_history")):
+        out.append({**fold, "stability": genotype_stability(fold["epochs"])})
+    return sorted(out, key=lambda h: (h.get("seed") is None, h.get("seed"), h.get("arch_lr")))
 
 
 def _best_search_row(outcome: Any) -> dict[str, Any] | None:
@@ -267,22 +336,28 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
                       fold=fold, retrain_channels=s.retrain_channels, seed=config.seed, store=store,
                       run=os.path.basename(run_dir), stage=stage, storage_path=run_dir)
 
+    every_seed = s.tune_over == "seeds"
+
     def searched(search_stage: str):
-        def arch(earlier: dict[str, Any]) -> str:
+        """The genotypes to retrain: every search seed's (distinct ones), or the best Optuna trial's."""
+        def archs(earlier: dict[str, Any]) -> list[str]:
             from orchestrator.errors import UserError
 
             best = _best_search_row(earlier[search_stage])
             if best is None:
                 raise UserError(f"every trial of stage {search_stage!r} failed; see {search_stage}/ for the errors")
-            return best["arch"]
-        return arch
+            if not every_seed:
+                return [best["arch"]]
+            return list(dict.fromkeys(r["arch"] for r in _searched_genotypes(earlier[search_stage])))
+        return archs
 
     def loso_stage(name: str, search_stage: str, model: str, spec_changes: dict[str, Any] | None = None) -> Stage:
         return Stage(
             name=name, make_searcher=None, job=job(name, spec_changes), trainable=fold_trial,
-            config=lambda earlier: {"arch": searched(search_stage)(earlier), "model": model,
+            config=lambda earlier: {"arch": tune.grid_search(searched(search_stage)(earlier)), "model": model,
                                     "fold": tune.grid_search(subjects)},
-            total=lambda _e: len(subjects), resources=cpu, metric="val_uar", mode="max",
+            total=lambda earlier: len(searched(search_stage)(earlier)) * len(subjects), resources=cpu,
+            metric="val_uar", mode="max",
         )
 
     if s.tune_over == "optuna":
@@ -314,9 +389,12 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
         stages.append(loso_stage(f"loso_{ablation}", f"search_{ablation}", "searched", changes))
 
     def select(outcomes: dict[str, Any]) -> dict[str, Any] | None:
+        """A fold row of the selected genotype (the best search trial's, by its validation UAR on B)."""
         frame = outcomes["loso"].frame
         ok = frame[frame["status"] == "ok"]
-        return None if ok.empty else ok.iloc[0].to_dict()
+        best = _best_search_row(outcomes["search"])
+        chosen = ok[ok["arch"] == best["arch"]] if best is not None else ok
+        return None if ok.empty else (chosen if not chosen.empty else ok).iloc[0].to_dict()
 
     def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
         return rnas_figures(outcomes, run_dir=run_dir, num_classes=data.num_classes, subjects=len(subjects),
@@ -327,13 +405,32 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
 
 def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
                  baseline: bool) -> dict[str, Any]:
-    """``best.json``'s RNAS-MER figures (pooled LOSO UAR/UF1, params, size), printed as a small table."""
-    main = pooled_figures(os.path.join(run_dir, "loso"), num_classes) or {}
+    """``best.json``'s RNAS-MER figures, printed as a small table.
+
+    ``uar`` / ``uf1`` pool the LOSO predictions of every retrained search seed (one seed: that seed's);
+    ``per_seed`` has each seed's genotype, its search validation UAR, its LOSO figures and those of its
+    size-matched baseline; ``selected`` is the genotype the search picks (best validation UAR on B).
+    """
+    searches = _searched_genotypes(outcomes["search"])
     best_search = _best_search_row(outcomes["search"])
+    loso_dir = os.path.join(run_dir, "loso", "_folds")
+    base_dir = os.path.join(run_dir, "baseline_loso", "_folds")
+    retrained = [r for r in searches if os.path.isdir(os.path.join(loso_dir, r["arch_key"]))]
+    keys = list(dict.fromkeys(r["arch_key"] for r in retrained))
+    main = pooled_figures([os.path.join(loso_dir, k) for k in keys], num_classes) or {}
+    per_seed = []
+    for r in retrained:
+        entry = {"seed": r["seed"], "arch_key": r["arch_key"], "genotype": json.loads(r["arch"]),
+                 "search_val_uar": r["val_uar"], "selected": best_search is not None and r["arch"] == best_search["arch"],
+                 **(pooled_figures(os.path.join(loso_dir, r["arch_key"]), num_classes) or {})}
+        if baseline:
+            entry["baseline"] = pooled_figures(os.path.join(base_dir, r["arch_key"]), num_classes) or {}
+        per_seed.append(entry)
+    history = search_history(os.path.join(run_dir, "search"))
     out: dict[str, Any] = {
         "metric": "uar", "value": main.get("uar"), "uar": main.get("uar"), "uf1": main.get("uf1"),
         "params": main.get("params"), "model_size_mb": main.get("model_size_mb"), "loso": main,
-        "space": "rnas", "subjects": subjects,
+        "space": "rnas", "subjects": subjects, "per_seed": per_seed, "search_history": history,
         "genotype": json.loads(best_search["arch"]) if best_search else None,
         "search_val_uar": None if best_search is None else best_search["value"],
         "search_trials": [
@@ -352,14 +449,32 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
         lines.append(f"  {label:<24} UAR={figures['uar']:.4f}  UF1={figures['uf1']:.4f}  "
                      f"params={figures['params']:,}  size={figures['model_size_mb']:.2f} MB")
 
-    line("RNAS-MER (searched)", main)
+    for h in history:
+        st = h["stability"]
+        last = h["epochs"][-1] if h["epochs"] else {}
+        lines.append(f"  search seed {h.get('seed')}: {len(h['epochs'])} epochs, val UAR {last.get('val_uar', math.nan):.4f}, "
+                     f"entropy alpha/eta/beta {last.get('alpha_entropy', math.nan):.3f}/"
+                     f"{last.get('eta_entropy', math.nan):.3f}/{last.get('beta_entropy', math.nan):.3f}, "
+                     f"genotype unchanged over the last {st['stable_epochs']} epochs")
+    if len(per_seed) > 1:
+        for entry in per_seed:
+            mark = " (selected)" if entry["selected"] else ""
+            line(f"seed {entry['seed']}: RNAS-MER{mark}", entry)
+            if baseline:
+                line(f"seed {entry['seed']}: baseline", entry["baseline"])
+        label = f"RNAS-MER ({len(per_seed)} seeds)"
+    else:
+        label = "RNAS-MER (searched)"
+    line(label, main)
     if baseline:
-        out["baseline"] = pooled_figures(os.path.join(run_dir, "baseline_loso"), num_classes) or {}
+        out["baseline"] = pooled_figures([os.path.join(base_dir, k) for k in keys], num_classes) or {}
         line("baseline 3D CNN", out["baseline"])
     if ablations:
         out["ablations"] = {}
         for name in ablations:
-            figures = pooled_figures(os.path.join(run_dir, f"loso_{name}"), num_classes) or {}
+            folder = os.path.join(run_dir, f"loso_{name}", "_folds")
+            subdirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))) if os.path.isdir(folder) else []
+            figures = pooled_figures([os.path.join(folder, d) for d in subdirs], num_classes) or {}
             row = _best_search_row(outcomes[f"search_{name}"])
             out["ablations"][name] = {**figures, "genotype": json.loads(row["arch"]) if row else None}
             line(f"ablation {name}", figures)

@@ -4,6 +4,8 @@ Paper: ``rnas-mer-micro-expression-nas.txt`` Fig. 2-3: the OPEN path over the do
 ``{2, 4, 8, 16}`` x 6 cells, and the cell's DAG. :func:`draw_rnas` draws both on two matplotlib axes;
 :func:`rnas_figure` makes a figure holding them. Plain matplotlib, no Ray, no torch: the report calls
 these with the ``arch`` JSON of ``best.json`` (or of any results row of an ``rnas`` stage).
+:func:`search_plots` draws the search diagnostics of ``best.json["search_history"]``: per epoch and
+seed the architecture entropies, train/validation UAR and losses, and the decoded genotypes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from search_algos.spaces.rnas import RnasGenotype
 
-__all__ = ["draw_rnas", "draw_rnas_cell", "draw_rnas_path", "rnas_figure"]
+__all__ = ["draw_rnas", "draw_rnas_cell", "draw_rnas_path", "rnas_figure", "search_plots"]
 
 _PATH_COLOUR = "#c0392b"
 _GRID_COLOUR = "#d5d8dc"
@@ -97,19 +99,67 @@ def draw_rnas(genotype_json: str | dict[str, Any] | RnasGenotype, ax_path: Any, 
 
 def rnas_figure(genotype_json: str | dict[str, Any] | RnasGenotype) -> Any:
     """A new matplotlib figure with :func:`draw_rnas` on two side-by-side axes."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     fig, (ax_path, ax_cell) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1, 1.2]})
     draw_rnas(genotype_json, ax_path, ax_cell)
     fig.tight_layout()
     return fig
 
 
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def search_plots(run: Any) -> list[tuple[str, Any]]:
+    """The RNAS-MER search diagnostics of a run (``run.best["search_history"]``), for the report.
+
+    1. per epoch and search seed: the normalised entropies of alpha, eta and beta (1 = undecided),
+       train (A) and validation (B) UAR of the supernet, and the weight / architecture losses;
+    2. the decoded genotype of every epoch, with how many final epochs kept it.
+    """
+    history = run.best.get("search_history") or []
+    if not history:
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    styles = {"alpha_entropy": "-", "eta_entropy": "--", "beta_entropy": ":"}
+    for h in history:
+        epochs = [e["epoch"] for e in h["epochs"]]
+        seed = h.get("seed")
+        for key, style in styles.items():
+            axes[0].plot(epochs, [e.get(key) for e in h["epochs"]], style, marker="o", ms=3,
+                         label=f"{key.split('_')[0]} (seed {seed})")
+        axes[1].plot(epochs, [e.get("train_uar") for e in h["epochs"]], "-", marker="o", ms=3, label=f"train A (seed {seed})")
+        axes[1].plot(epochs, [e.get("val_uar") for e in h["epochs"]], "--", marker="s", ms=3, label=f"val B (seed {seed})")
+        axes[2].plot(epochs, [e.get("train_loss") for e in h["epochs"]], "-", marker="o", ms=3, label=f"w loss (seed {seed})")
+        axes[2].plot(epochs, [e.get("arch_loss") for e in h["epochs"]], "--", marker="s", ms=3, label=f"arch loss (seed {seed})")
+    axes[0].set_ylim(0, 1.05)
+    for ax, title in zip(axes, ("architecture entropy (normalised)", "supernet UAR", "cross-entropy")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("search epoch")
+        ax.legend(fontsize=6)
+    axes[1].axhline(1 / 3, color="#999999", lw=0.8, ls=":")  # chance for three classes
+    fig.tight_layout()
+    lines = []
+    for h in history:
+        st = h["stability"]
+        lines.append(f"seed {h.get('seed')}: genotype unchanged over the last {st['stable_epochs']} of "
+                     f"{len(h['epochs'])} epochs; path changed {st['path_changes']}x, cell {st['cell_changes']}x")
+        for e in h["epochs"]:
+            lines.append(f"   epoch {e['epoch']}: {RnasGenotype.from_json(e['genotype']).summary()}")
+    text = plt.figure(figsize=(13, 0.22 * len(lines) + 0.4))
+    text.text(0.01, 0.98, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7)
+    return [("search diagnostics per epoch", fig), ("decoded genotype per epoch", text)]
+
+
 # `facenas report` imports this module (orchestrator.pictures.PICTURE_MODULES): the best genotype of an
 # RNAS-MER run is drawn as its path and cell.
-from orchestrator.pictures import ARCH_PICTURES  # noqa: E402
+from orchestrator.pictures import ARCH_PICTURES, SEARCHER_PLOTS  # noqa: E402
 
 ARCH_PICTURES.register("rnas", rnas_figure)
+SEARCHER_PLOTS.register("rnas_mer", search_plots)

@@ -26,6 +26,9 @@ def test_search_resumed_from_an_epoch_state_ends_where_the_whole_run_ends():
     states: list[dict] = []
     full = run_search(ds, spec, settings, on_epoch=lambda _m, state: states.append(copy.deepcopy(state)))
     assert [s["epoch"] for s in states] == [1, 2]
+    diagnostics = ("train_uar", "val_uar", "alpha_entropy", "eta_entropy", "beta_entropy", "genotype")
+    assert all(set(diagnostics) <= set(h) for h in states[-1]["history"]) and len(states[-1]["history"]) == 2
+    assert 0.0 < full["alpha_entropy"] <= 1.0
     resumed = run_search(ds, spec, settings, resume_state=states[0])
     assert resumed["genotype"] == full["genotype"]
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
@@ -114,7 +117,7 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
     # pooled UAR / UF1 recomputed here from the fold files, by hand
     truth, pred = [], []
     subjects = set()
-    for path in sorted((run / "loso" / "_folds").glob("fold-*.json")):
+    for path in sorted((run / "loso" / "_folds" / best["arch_key"]).glob("fold-*.json")):
         fold = json.loads(path.read_text())
         subjects.add(fold["subject"])
         truth += fold["truth"]
@@ -129,3 +132,12 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
     assert best["baseline"]["uar"] is not None and best["baseline"]["params"] > 0
     assert best["search"]["hpo"] == "optuna" and best["search"]["trials"] == 2
     assert best["arch"] == best["genotype"]
+    # with Optuna only the best trial's genotype is retrained; its entry is the selected one
+    assert [e["selected"] for e in best["per_seed"]] == [True] and best["per_seed"][0]["uar"] == best["uar"]
+    # search diagnostics: one history per search trial, every epoch with entropies, UARs and a genotype
+    assert len(best["search_history"]) == 2
+    for history in best["search_history"]:
+        assert [e["epoch"] for e in history["epochs"]] == [1]
+        epoch = history["epochs"][0]
+        assert all(0.0 <= epoch[k] <= 1.0 for k in ("alpha_entropy", "eta_entropy", "beta_entropy", "train_uar", "val_uar"))
+        assert history["stability"]["stable_epochs"] == 1

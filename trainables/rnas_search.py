@@ -130,7 +130,13 @@ def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.op
 
 def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSettings, *,
                on_epoch: OnEpoch | None = None, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search for ``settings.epochs`` epochs; returns the last epoch's metrics (``val_uar``, ``genotype``)."""
+    """Search for ``settings.epochs`` epochs; returns the last epoch's metrics.
+
+    Every epoch's metrics (passed to ``on_epoch`` and kept in ``state["history"]``) are the search
+    diagnostics: ``train_loss`` / ``arch_loss`` (means over the epoch's steps on A and B), ``train_uar``
+    (supernet on A, eval mode), ``val_uar`` / ``val_uf1`` / ``val_acc`` (on B), the architecture
+    entropies (:meth:`RnasSupernet.entropy`) and the decoded ``genotype`` (JSON).
+    """
     torch.manual_seed(settings.seed)
     model = RnasSupernet(spec)
     w_opt, a_opt, schedule = _search_optimisers(model, settings)
@@ -160,11 +166,13 @@ def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSetting
         schedule.step()
         predicted = _predict(model, ds, rows_b, settings.batch_size)
         truth = ds.labels[rows_b]
+        train_predicted = _predict(model, ds, rows_a, settings.batch_size)
         genotype = model.genotype()
         metrics = {
             "epoch": epoch, "train_loss": float(np.mean(losses_w)), "arch_loss": float(np.mean(losses_a)),
+            "train_uar": uar(ds.labels[rows_a], train_predicted, ds.num_classes),
             "val_uar": uar(truth, predicted, ds.num_classes), "val_uf1": uf1(truth, predicted, ds.num_classes),
-            "val_acc": float(np.mean(truth == predicted)), "genotype": genotype.to_json(),
+            "val_acc": float(np.mean(truth == predicted)), **model.entropy(), "genotype": genotype.to_json(),
         }
         history.append(metrics)
         state = {"epoch": epoch, "model": model.state_dict(), "w_opt": w_opt.state_dict(),

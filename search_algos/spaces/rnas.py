@@ -43,6 +43,7 @@ __all__ = [
     "OP_SETS",
     "RnasGenotype",
     "RnasSpace",
+    "architecture_entropy",
     "cell_edges",
     "decode_cell",
     "decode_genotype",
@@ -307,6 +308,46 @@ def decode_genotype(
     path, _ = viterbi_path(beta, normalisation)
     return RnasGenotype(path=path, cell=decode_cell(alpha, eta, names, nodes), ops=ops, attention=attention,
                         levels=int(np.asarray(beta).shape[1]))
+
+
+def _normalised_entropy(logits: np.ndarray) -> float:
+    """Entropy of ``softmax(logits)`` over its log-size: 1 for a uniform choice, 0 for a sure one."""
+    if len(logits) < 2:
+        return 0.0
+    p = _softmax(np.asarray(logits, dtype=np.float64))
+    return float(-(p * np.log(np.clip(p, 1e-300, None))).sum() / math.log(len(p)))
+
+
+def architecture_entropy(alpha: np.ndarray, eta: np.ndarray, beta: np.ndarray, *,
+                         normalisation: str = "outgoing") -> dict[str, float]:
+    """How undecided the search still is: the mean normalised entropy of each softmax of the relaxation.
+
+    ``alpha``: one softmax per edge over the operations (Eq. 1); ``eta``: one per node over its incoming
+    edges (Eq. 2); ``beta``: one per group of Eq. 7 (:func:`transition_groups`, exit edges included).
+    Each value lies in ``[0, 1]``: 1 while the choices are uniform (the initialisation), falling towards
+    0 as the search commits. A flat curve over the search epochs means the architecture was not learnt.
+
+    Returns:
+        ``{"alpha_entropy", "eta_entropy", "beta_entropy"}``.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    eta = np.asarray(eta, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    nodes = next((n for n in range(1, 32) if len(cell_edges(n)) == alpha.shape[0]), None)
+    if nodes is None or eta.shape != (alpha.shape[0],):
+        raise ValueError(f"alpha {alpha.shape} and eta {eta.shape} do not describe a cell of N nodes")
+    node_groups, start = [], 0
+    for n in range(nodes):
+        node_groups.append(eta[start:start + n + 2])
+        start += n + 2
+    levels = beta.shape[1]
+    beta_groups = [[beta[k, t, kind] if t < levels else EXIT for t, kind in group]
+                   for k, group in transition_groups(beta.shape[0], levels, normalisation)]
+    return {
+        "alpha_entropy": float(np.mean([_normalised_entropy(row) for row in alpha])),
+        "eta_entropy": float(np.mean([_normalised_entropy(g) for g in node_groups])),
+        "beta_entropy": float(np.mean([_normalised_entropy(g) for g in beta_groups])) if beta_groups else 0.0,
+    }
 
 
 class RnasSpace(SearchSpace[RnasGenotype]):

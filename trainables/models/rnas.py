@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_algos.spaces.rnas import EXIT, OP_SETS, RnasGenotype, cell_edges, decode_genotype, transition_groups
+from search_algos.spaces.rnas import (
+    EXIT, OP_SETS, RnasGenotype, architecture_entropy, cell_edges, decode_genotype, transition_groups,
+)
 
 __all__ = [
     "Attention3d",
@@ -437,6 +439,13 @@ class RnasSupernet(nn.Module):
             layers.append(states)
         final = layers[-1]
         return sum(head(final[j].mean(dim=(2, 3, 4))) for j, head in enumerate(self.heads))  # (B, classes)
+
+    def entropy(self) -> dict[str, float]:
+        """:func:`~search_algos.spaces.rnas.architecture_entropy` of the current ``alpha, eta, beta``."""
+        spec = self.spec
+        eta = self.eta.detach().cpu().numpy() if spec.edge_norm else np.zeros(self.eta.shape)
+        return architecture_entropy(self.alpha.detach().cpu().numpy(), eta, self.beta.detach().cpu().numpy(),
+                                    normalisation=spec.normalisation)
 
     def genotype(self) -> RnasGenotype:
         """The decode stage: Viterbi path over beta and the top-2 cell from alpha and eta."""
