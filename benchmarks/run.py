@@ -168,21 +168,13 @@ def _loadavg() -> float | None:
 
 
 def write_json_atomic(payload: Any, path: Path) -> None:
-    """Temp file in the target folder, fsync, rename: a reader sees the old file or the whole new one."""
+    """Write the figures as JSON in the benchmarks' key order (no sorting): a reader sees the old file or
+    the whole new one (:func:`search_algos.durable.write_json_durable`)."""
+    from search_algos.durable import write_json_durable
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    write_json_durable(path, payload, sort_keys=False)
 
 
 def _parser() -> argparse.ArgumentParser:

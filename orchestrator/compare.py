@@ -14,11 +14,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from orchestrator.errors import UserError
+from search_algos.durable import write_durable
 
 __all__ = ["RunFigures", "compare_runs", "format_table", "plot_runs", "read_figures"]
 
@@ -117,10 +117,10 @@ def plot_runs(runs: list[RunFigures], out: Path) -> Path:
     cost.set(xlabel="search cost (wall-clock s, all stages)", title="cost")
     cost.set_xlim(0, max([r.seconds for r in runs] + [1.0]) * 1.35)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        write_durable(out, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from search_algos.durable import write_durable
 from search_algos.spaces import decode_arch
 from search_algos.spaces.base import stable_key
 from trainables.candidate import TrainSettings, fit_candidate, fit_candidate_distributed
@@ -69,11 +70,9 @@ def cached_dataset(kwargs: dict[str, Any], loader: Callable[..., Any] = load_dat
 
 
 def save_state(state: dict[str, Any], path: str) -> None:
-    """Write a training state atomically (a killed process leaves the old file or the new one)."""
+    """Write a training state durably (a killed process or machine leaves the old file or the new one)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_durable(path, lambda fh: torch.save(state, fh))
 
 
 def load_state(path: str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ stages in order (continuing interrupted ones), then writes ``results.parquet`` a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from orchestrator.errors import UserError
 from orchestrator.evaluate import EvalJob
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
 from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, write_parquet_atomic
+from search_algos.durable import write_text_durable
 from search_algos.fixed import FixedArchSearcher
 from search_algos.macro_micro import MacroMicroSearcher
 from search_algos.random_search import RandomArchSearcher
@@ -143,9 +143,7 @@ def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | Non
     load_data(config)  # missing or corrupt dataset files are reported before anything is created
     paths.root.mkdir(parents=True, exist_ok=True)
     resolved = dict(raw, name=name, storage=str(paths.storage))
-    tmp = paths.config.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    os.replace(tmp, paths.config)
+    write_text_durable(paths.config, yaml.safe_dump(resolved, sort_keys=False))
     return paths
 
 

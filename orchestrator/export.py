@@ -23,6 +23,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.errors import UserError
 from orchestrator.evaluate import weights_path
 from orchestrator.experiment import RunPaths
+from search_algos.durable import write_durable
 
 __all__ = ["EXTRA_FILE", "Exported", "export_best"]
 
@@ -103,7 +104,5 @@ def export_best(paths: RunPaths, config: ExperimentConfig, out: str | Path) -> E
         "stage": best["stage"], "metric": best["metric"], "value": best["value"],
         "weights": "trained" if weights is not None else "freshly initialised", "prepare": prepare,
     }
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
-    tmp.replace(out)
+    write_durable(out, lambda fh: torch.jit.save(scripted, fh, _extra_files={EXTRA_FILE: json.dumps(meta)}))
     return Exported(out, arch.summary(), tuple(input_shape), tuple(got.shape), weights)

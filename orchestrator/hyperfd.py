@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from orchestrator.evaluate import cached_dataset, lookup_same_protocol, record
 from orchestrator.pipeline import Stage, StageOutcome
 from orchestrator.results import pick_best, write_json_atomic
 from search_algos.base import ArchSearcher
+from search_algos.durable import write_text_durable
 from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
 from search_algos.spaces import decode_arch
 from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
@@ -509,9 +509,9 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
             frames.append(frame)
             ranks[space] = {m: float(g["normalized_rank"].mean()) for m, g in frame.groupby("method")}
         long = pd.concat(frames, ignore_index=True)
-        long.to_csv(run_dir / "table7.csv", index=False)
+        write_text_durable(run_dir / "table7.csv", long.to_csv(index=False))
         text = table7_markdown(long, list(s.domains))
-        (run_dir / "table7.md").write_text(text)
+        write_text_durable(run_dir / "table7.md", text)
         print(text, flush=True)
         ap = {space: {m: float(g["ap"].mean()) for m, g in long[long.space == space].groupby("method")}
               for space in s.spaces}  # fmt: skip

@@ -24,6 +24,7 @@ import pandas as pd
 from orchestrator.config import ExperimentConfig
 from orchestrator.errors import UserError
 from orchestrator.experiment import RunPaths
+from search_algos.durable import write_text_durable
 
 __all__ = ["pareto_front", "read_run", "write_report"]
 
@@ -274,7 +275,5 @@ img{{max-width:100%;display:block;margin:0.5em 0}}.note{{color:#8a5300;backgroun
 {_table(frame, config.mode, space)}
 </body></html>
 """
-    tmp = paths.report.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(paths.report)
+    write_text_durable(paths.report, page)  # utf-8, as the page's <meta charset> says
     return paths.report

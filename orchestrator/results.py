@@ -1,19 +1,19 @@
 """Run outputs with a contract: ``results.parquet`` (one row per evaluation) and ``best.json``.
 
-Both are written atomically (temp file, fsync, rename): a reader never sees half a file, and a
-killed driver leaves either the old file or the new one.
+Both are written durably by :mod:`search_algos.durable` (temp file, fsync, rename, fsync the folder): a
+reader never sees half a file, and a killed driver leaves either the old file or the new one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from search_algos.durable import write_durable, write_json_durable
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -61,35 +61,22 @@ def _own_metrics(m: dict[str, Any]) -> str:
     return json.dumps(out, sort_keys=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(payload: Any, path: Path) -> None:
+    """Write a run's JSON file (``best.json``, ``stage.json``, ...): indented, sorted keys, strict JSON.
+
+    Creates the folder if needed; the write itself is :func:`search_algos.durable.write_json_durable`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_json_durable(path, payload)
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a run's Parquet table (``results.parquet``, a stage's evaluations) without the index.
+
+    Creates the folder if needed; the write itself is :func:`search_algos.durable.write_durable`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    frame.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_durable(path, lambda fh: frame.to_parquet(fh, index=False))
 
 
 def _float(value: Any) -> float:

@@ -14,11 +14,11 @@ Layout under ``root`` (``<storage>/benchmark``)::
 
 Durability argument (why an acknowledged write survives any crash of the actor, its node or the driver):
 
-1. A write never modifies an existing file. It writes a *new* part to ``<final name>.tmp`` in the same
-   folder, flushes and ``fsync``s it, ``os.replace``s it to its final name (atomic on POSIX within one
-   file system) and ``fsync``s the folder so the rename itself is on disk. Only then is the in-memory index
-   updated and the call answered. So a part file is either absent or complete, and every answered write
-   is in a complete part file.
+1. A write never modifies an existing file. It writes a *new* part with
+   :func:`search_algos.durable.write_durable`: a ``*.tmp`` file in the same folder, flushed and ``fsync``-ed,
+   ``os.replace``-d to its final name (atomic on POSIX within one file system), then the folder ``fsync``-ed
+   so the rename itself is on disk. Only then is the in-memory index updated and the call answered. So a
+   part file is either absent or complete, and every answered write is in a complete part file.
 2. A crash before the rename leaves at most a ``*.tmp`` file; loading ignores those (and deletes them once
    they are older than ``_STALE_TMP_S``, so a store that is writing concurrently is not disturbed). The
    write was not acknowledged, the caller retries it.
@@ -53,6 +53,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import UserError
+from search_algos.durable import TMP_SUFFIX, fsync_dir, write_durable
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -113,7 +114,7 @@ _DEFAULT_MAX_PARTS = 64  # compaction threshold: loading stays one read per part
 _STALE_TMP_S = 600.0  # a *.tmp older than this is a crash leftover; a younger one may be a write in flight
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
-_TMP_SUFFIX = ".tmp"
+_TMP_SUFFIX = TMP_SUFFIX  # what search_algos.durable names its temporary files: never a part
 _LOAD_ATTEMPTS = 5  # a part may vanish while listing when another store instance compacts the folder
 
 
@@ -129,17 +130,6 @@ class StoreError(UserError, ValueError):
 # Durable Parquet parts
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make a rename or unlink inside ``directory`` durable (POSIX; a no-op where folders cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_part(directory: str, table: pa.Table) -> str:
     """Write ``table`` as a new part file, durably, and return its file name.
 
@@ -151,21 +141,7 @@ def _write_part(directory: str, table: pa.Table) -> str:
         The new part's file name (not the path).
     """
     name = f"{_PART_PREFIX}{time.time_ns()}-{uuid.uuid4().hex[:8]}{_PART_SUFFIX}"
-    final = os.path.join(directory, name)
-    tmp = final + _TMP_SUFFIX
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    write_durable(os.path.join(directory, name), lambda fh: pq.write_table(table, fh))
     return name
 
 
@@ -381,7 +357,7 @@ class _PartTable:
                 pass
             except OSError as exc:
                 _log.warning("benchmark store: could not remove compacted part %s (%s)", name, exc)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)  # the removals, like the compacted part, are on disk
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from abc import abstractmethod
 from typing import Any
 
 from ray.tune.search import Searcher
+
+from search_algos.durable import write_text_durable
 
 __all__ = ["ArchSearcher", "score_of"]
 
@@ -66,13 +66,9 @@ class ArchSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {"class": type(self).__name__, "state": self.get_state()}
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".searcher-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, checkpoint_path)
+        # Tune passes a temporary name and renames it into place itself; writing durably anyway keeps a
+        # direct caller's file whole and has the content on disk before Tune's rename.
+        write_text_durable(checkpoint_path, json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path) as fh:

@@ -123,4 +123,4 @@ def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys,
     assert main(["export", str(run), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("no best.json" in err[0] or "does not exist" in err[0])
-    assert not out.exists() and not out.parent.joinpath(f".{out.name}.tmp").exists()
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))  # no temporary file either
