@@ -15,7 +15,8 @@ Another module registers into them at import, e.g.::
     SEARCHER_PLOTS.register("hyperfd", lambda run: [("predicted vs true rank", rank_scatter(p, t))])
 
 :func:`rank_scatter` is the shared drawing of a ranker's predicted vs true rank. The report imports
-the optional modules listed in :data:`PICTURE_MODULES` (missing ones are skipped), so their lines run.
+the modules listed in :data:`PICTURE_MODULES`, so their lines run; each must exist (a module that fails
+to import is a warning and a note in the report, never silently skipped).
 Every function returns a matplotlib ``Figure`` (Agg backend); the report embeds it as a PNG.
 """
 
@@ -53,8 +54,9 @@ __all__ = [
 
 ARCH_PICTURES: Registry[Callable[[Any], Figure]] = Registry("architecture picture")
 SEARCHER_PLOTS: Registry[Callable[["RunView"], list[tuple[str, Figure]]]] = Registry("searcher plot")
-# Modules of other methods that register pictures when imported (absent ones are skipped).
-PICTURE_MODULES: tuple[str, ...] = ("orchestrator.rnas_pictures", "orchestrator.hyperfd_pictures")
+# Modules of other methods that register pictures when imported. Only modules that exist: the report
+# warns about one that cannot be imported (HyperFD has no picture module; rank_scatter awaits one).
+PICTURE_MODULES: tuple[str, ...] = ("orchestrator.rnas_pictures",)
 
 
 @dataclass

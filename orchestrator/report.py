@@ -5,7 +5,9 @@ Sections: the best architecture (summary, figures and its picture from
 trajectory with the best so far, the metric vs parameters Pareto front, the time per stage, the
 searcher's own plots (:data:`orchestrator.pictures.SEARCHER_PLOTS`), the Optuna ``hpo`` draws when
 the run had them, and the top evaluations. Reads
-only files (results.parquet, best.json, ``<stage>/stage.json``); needs no Ray.
+only files (results.parquet, best.json, ``<stage>/stage.json``); needs no Ray. A picture module that
+cannot be imported, or a registered picture or plot that raises, costs only its own image: it becomes a
+note on the page and a warning on stderr, never a silent gap.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import html
 import importlib
 import io
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from orchestrator.experiment import RunPaths
 from search_algos.durable import write_text_durable
 
 __all__ = ["pareto_front", "read_run", "write_report"]
+
+_log = logging.getLogger(__name__)
 
 
 def _png(fig: Any) -> str:
@@ -166,15 +171,28 @@ def read_run(paths: RunPaths, config: ExperimentConfig) -> Any:
     return RunView(frame=frame, best=best, stages=stages, metric=config.metric, mode=config.mode)
 
 
-def _load_picture_modules() -> None:
+def _problem(text: str) -> str:
+    """A picture that could not be drawn: a warning on stderr and the note for the page (never silent)."""
+    _log.warning("facenas report: %s", text)
+    return _note(text)
+
+
+def _load_picture_modules() -> list[str]:
+    """Import every module of :data:`orchestrator.pictures.PICTURE_MODULES` so that its registrations run.
+
+    Returns:
+        One note per module that could not be imported (missing, or raising on import), already warned
+        about; the report shows them, so a method's pictures never vanish without a word.
+    """
     from orchestrator.pictures import PICTURE_MODULES
 
+    problems = []
     for name in PICTURE_MODULES:
         try:
             importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but something it needs is missing: say so
-                raise
+        except Exception as exc:  # a broken picture module must not cost the user the whole report
+            problems.append(_problem(f"picture module {name} could not be imported: {type(exc).__name__}: {exc}"))
+    return problems
 
 
 def _best_section(best: dict[str, Any], space: str) -> str:
@@ -199,7 +217,7 @@ def _best_section(best: dict[str, Any], space: str) -> str:
         try:
             out.append(_img(ARCH_PICTURES.get(space)(arch_of(best)), f"best architecture ({space} space)"))
         except Exception as exc:  # a picture must not cost the user the whole report
-            out.append(_note(f"the {space} picture could not be drawn: {type(exc).__name__}: {exc}"))
+            out.append(_problem(f"the {space} picture could not be drawn: {type(exc).__name__}: {exc}"))
     else:
         out.append(_note(f"no architecture picture is registered for space {space!r} "
                          f"(pictures exist for: {', '.join(ARCH_PICTURES.names())})"))
@@ -223,9 +241,9 @@ def _searcher_section(run: Any, searcher: str) -> str:
         return ""
     try:
         plots = SEARCHER_PLOTS.get(searcher)(run)
-    except Exception as exc:
-        return f"<h2>Searcher: {html.escape(searcher)}</h2>" + _note(
-            f"the searcher's plots could not be drawn: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # as for a picture: a note and a warning, the rest of the page stands
+        return f"<h2>Searcher: {html.escape(searcher)}</h2>" + _problem(
+            f"the {searcher} searcher's plots could not be drawn: {type(exc).__name__}: {exc}")
     if not plots:
         return f"<h2>Searcher: {html.escape(searcher)}</h2>" + _note("the searcher saved no figures to plot")
     parts = [f"<h2>Searcher: {html.escape(searcher)}</h2>"]
@@ -244,7 +262,7 @@ def write_report(paths: RunPaths, config: ExperimentConfig) -> Path:
         raise UserError(
             f"{paths.root} has no results.parquet yet; finish it with `facenas resume {paths.root}` first"
         )
-    _load_picture_modules()
+    picture_problems = _load_picture_modules()
     run = read_run(paths, config)
     # Stages that report another figure (a supernet's val_loss) are not evaluations of the run's metric.
     frame = run.frame[run.frame["metric"] == config.metric]
@@ -262,6 +280,7 @@ img{{max-width:100%;display:block;margin:0.5em 0}}.note{{color:#8a5300;backgroun
 <p>searcher <b>{html.escape(config.searcher.name)}</b> &middot; space <b>{html.escape(space)}</b>
 &middot; dataset <b>{html.escape(config.data.dataset)}</b> &middot; seed {config.seed}
 &middot; {len(frame)} evaluations ({failed} failed)</p>
+{"".join(picture_problems)}
 {_best_section(run.best, space)}
 <h2>Search trajectory</h2>
 {_img(_trajectory(frame, config.metric, config.mode), "search trajectory and best so far")}

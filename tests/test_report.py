@@ -145,6 +145,48 @@ def test_space_without_picture_gets_a_note_and_hpo_draws_are_plotted(tmp_path: P
     assert "hyper-parameters drawn by Optuna (search)" in [alt for alt, _ in _images(page)]
 
 
+def test_every_listed_picture_module_exists_and_imports() -> None:
+    import importlib
+
+    from orchestrator import pictures
+
+    assert pictures.PICTURE_MODULES, "the RNAS-MER pictures are registered by a listed module"
+    for name in pictures.PICTURE_MODULES:
+        importlib.import_module(name)  # a missing or broken one fails here, not only as a note in a report
+
+
+def test_a_picture_module_that_cannot_be_imported_is_a_note_and_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orchestrator import pictures
+
+    run = global_run(tmp_path / "runs" / "rnd", searcher="random")
+    monkeypatch.setattr(pictures, "PICTURE_MODULES", ("orchestrator.no_such_pictures",))
+    with caplog.at_level("WARNING", logger="orchestrator.report"):
+        assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "picture module orchestrator.no_such_pictures could not be imported: ModuleNotFoundError" in page
+    assert "best architecture (global space)" in [alt for alt, _ in _images(page)]  # the rest still drawn
+    assert any("orchestrator.no_such_pictures" in r.getMessage() for r in caplog.records)
+
+
+def test_a_registered_picture_that_fails_is_a_note_and_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orchestrator import pictures
+
+    def broken(arch: object) -> object:
+        raise RuntimeError("cannot draw this")
+
+    run = global_run(tmp_path / "runs" / "rnd", searcher="random")
+    monkeypatch.setattr(pictures.ARCH_PICTURES, "_items", {"global": broken})
+    with caplog.at_level("WARNING", logger="orchestrator.report"):
+        assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "the global picture could not be drawn: RuntimeError: cannot draw this" in page
+    assert any("cannot draw this" in r.getMessage() for r in caplog.records)
+
+
 def test_report_of_unfinished_run_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = global_run(tmp_path / "runs" / "rnd", searcher="random")
     (run / "results.parquet").unlink()
