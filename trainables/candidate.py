@@ -35,6 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_algos.spaces.global_space import GlobalArch, count_params
+from trainables.device import (
+    DeviceData,
+    autocast,
+    channels_last,
+    precision_problems,
+    resolve_device,
+    resolve_precision,
+)
 from trainables.models.global_cnn import build_global_cnn
 from trainables.train_loop import (
     LocalComm,
@@ -77,10 +85,13 @@ class TrainSettings:
             digits a square would erase most of the image, so it is off by default).
         seed: seeds model init, shuffling and cutout.
         num_workers: Ray Train workers of :func:`fit_candidate_distributed` (DDP when > 1).
-        use_gpu: train on a GPU (one per worker).
+        use_gpu: train on a GPU (one per worker); :func:`trainables.device.resolve_device`.
         cpus_per_worker: logical CPUs each Ray Train worker reserves; fractions let two workers and the
             Tune trial that launched them share a small machine (DESIGN.md §6).
         threads: torch intra-op threads per process; fixed so results do not depend on the machine.
+        precision: ``"auto"`` (bf16 on a GPU, fp32 on the CPU), ``"fp32"`` or ``"bf16"`` (autocast of the
+            forward pass; the loss and the optimizer stay in fp32).
+        channels_last: NHWC memory layout for the convolutions (faster with bf16 on recent GPUs).
 
     Raises:
         ValueError: listing every broken rule, with the values given.
@@ -97,6 +108,8 @@ class TrainSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     threads: int = 1
+    precision: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -114,8 +127,10 @@ class TrainSettings:
             value = getattr(self, name)
             if not is_real(value) or not ok(value):
                 problems.append(f"{name} must be a finite number {rule}, but got {name}={value!r}")
-        if not isinstance(self.use_gpu, bool):
-            problems.append(f"use_gpu must be a bool, but got use_gpu={self.use_gpu!r}")
+        for name in ("use_gpu", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be a bool, but got {name}={getattr(self, name)!r}")
+        problems += precision_problems(self.precision)
         if not problems:
             problems += batch_split_problems(self.batch_size, self.num_workers)
         if problems:
@@ -148,7 +163,7 @@ def fit_candidate(
             kept); it round-trips through ``torch.save`` / ``torch.load(weights_only=True)``.
         resume_state: such a state; training continues at the epoch after ``state["epoch"]``. It must
             come from a run with equal ``arch``, data and settings (the schedule length is checked).
-        device: torch device; default ``"cuda"`` when ``settings.use_gpu`` else ``"cpu"``.
+        device: torch device; default :func:`trainables.device.resolve_device` of ``settings.use_gpu``.
 
     Returns:
         The final epoch's metrics: ``epoch`` (1-based), ``epochs``, ``train_loss``, ``val_loss``,
@@ -157,17 +172,21 @@ def fit_candidate(
     Raises:
         FloatingPointError: the training loss became NaN or infinite (the trial counts as failed).
         ValueError: a training split too small for one batch, or a ``resume_state`` from another run.
+        RuntimeError: a GPU asked for (``use_gpu`` or a ``cuda`` device) but CUDA is not available.
     """
-    device = device or ("cuda" if settings.use_gpu else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} asked (use_gpu={settings.use_gpu}) but CUDA is not available")
+    where = torch.device(device) if device is not None else resolve_device(settings.use_gpu)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={device!r} asks for a GPU (use_gpu={settings.use_gpu}) but CUDA is not available; "
+            "pass device='cpu' or install a CUDA build of torch"
+        )
     with deterministic(settings.threads):
         return _fit(
             arch,
             data,
             settings,
             comm=LocalComm(),
-            device=torch.device(device),
+            device=where,
             resume_state=resume_state,
             wrap=lambda model: model,
             on_epoch=on_epoch,
@@ -192,13 +211,13 @@ def _fit(
     ``wrap`` turns the model into its training form (DDP under Ray Train); ``publish(metrics, state)``
     reports every epoch to Ray Train on all ranks (``state`` only on rank 0; None for a diverged epoch).
     """
-    train, val, test = (_to_device(split, device) for split in (data.train, data.val, data.test))
-    shard_size = len(train[1]) // comm.world  # the permutation is cut to a multiple of the world size
+    train, val, test = (_device_data(split, device) for split in (data.train, data.val, data.test))
+    shard_size = len(train) // comm.world  # the permutation is cut to a multiple of the world size
     local_batch = settings.batch_size // comm.world
     steps = len(batch_bounds(shard_size, local_batch))
     if steps == 0:
         raise ValueError(
-            f"the training split must give every worker at least 2 samples, but it has {len(train[1])} "
+            f"the training split must give every worker at least 2 samples, but it has {len(train)} "
             f"samples for num_workers={comm.world}; use a larger dataset (max_samples) or fewer workers"
         )
     total_steps = settings.epochs * steps
@@ -210,7 +229,8 @@ def _fit(
     if resume_state is not None:
         _check_resume_state(resume_state, settings.epochs, total_steps)
         model.load_state_dict(resume_state["model"])
-    model = wrap(model.to(device))
+    model = wrap(channels_last(model.to(device), settings.channels_last))
+    precision = resolve_precision(settings.precision, gpu=device.type == "cuda")
     optimizer = torch.optim.SGD(
         model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
@@ -222,17 +242,18 @@ def _fit(
 
     metrics: dict[str, Any] = {}
     for epoch in range(start, settings.epochs + 1):
-        order, centers = _epoch_plan(len(train[1]), train[0].shape[-2:], settings, epoch, comm)
+        order, centers = _epoch_plan(len(train), train.tensors[0].shape[-2:], settings, epoch, comm)
         loss_sum, count = _train_epoch(
-            model, optimizer, scheduler, train, order, centers, batch=local_batch, cutout=settings.cutout
-        )
+            model, optimizer, scheduler, train, order, centers, batch=local_batch, cutout=settings.cutout,
+            precision=precision, nhwc=settings.channels_last,
+        )  # fmt: skip
         loss_sum, count = comm.sum_all(loss_sum, count)
         train_loss = loss_sum / count
         stop_if_diverged(train_loss, epoch, settings.epochs, publish)
 
         net = _unwrap(model)
         comm.broadcast_buffers(net)  # every rank evaluates (and rank 0 saves) the same BN statistics
-        val_loss, val_acc = _evaluate(net, val, comm)
+        val_loss, val_acc = _evaluate(net, val, comm, precision=precision, nhwc=settings.channels_last)
         metrics = {
             "epoch": epoch,
             "epochs": settings.epochs,
@@ -242,7 +263,7 @@ def _fit(
             "params": params,
         }
         if epoch == settings.epochs:
-            metrics["test_acc"] = _evaluate(net, test, comm)[1]
+            metrics["test_acc"] = _evaluate(net, test, comm, precision=precision, nhwc=settings.channels_last)[1]
         report_epoch(
             metrics, comm, on_epoch=on_epoch, publish=publish, model=net, optimizer=optimizer, scheduler=scheduler
         )
@@ -259,10 +280,11 @@ def _check_resume_state(state: dict[str, Any], epochs: int, total_steps: int) ->
         )
 
 
-def _to_device(split: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(np.asarray(split.x, dtype=np.float32), device=device)  # (N, C, H, W)
-    y = torch.as_tensor(np.asarray(split.y, dtype=np.int64), device=device)  # (N,)
-    return x, y
+def _device_data(split: Any, device: torch.device) -> DeviceData:
+    """The split's images (N, C, H, W) and labels (N,), resident on ``device`` when they fit (no copy on the CPU)."""
+    x = torch.as_tensor(np.asarray(split.x, dtype=np.float32))  # (N, C, H, W)
+    y = torch.as_tensor(np.asarray(split.y, dtype=np.int64))  # (N,)
+    return DeviceData(x, y, device=device)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -292,26 +314,32 @@ def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: DeviceData,
     order: np.ndarray,
     centers: np.ndarray | None,
     batch: int,
     cutout: int,
+    *,
+    precision: str = "fp32",
+    nhwc: bool = False,
 ) -> tuple[float, int]:
-    """One pass over this rank's samples; returns (sum of per-sample losses, number of samples)."""
-    x_all, y_all = train
-    device = x_all.device
-    order_t = torch.from_numpy(order).to(device)
+    """One pass over this rank's samples; returns (sum of per-sample losses, number of samples).
+
+    The step loop never waits for the device: the loss is summed on the device and read once, at the end.
+    """
+    device = train.device
+    order_t = torch.from_numpy(order).to(train.home)
     centers_t = torch.from_numpy(centers).to(device) if centers is not None else None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     model.train()
     for start, end in batch_bounds(len(order), batch):
-        idx = order_t[start:end]
-        x, y = x_all[idx], y_all[idx]  # (b, C, H, W), (b,)
+        x, y = train.take(order_t[start:end])  # (b, C, H, W), (b,)
         if centers_t is not None:
             x = _cutout(x, centers_t[start:end], cutout)
-        loss = F.cross_entropy(model(x), y)
+        with autocast(device, precision):
+            logits = model(channels_last(x, nhwc))  # (b, num_classes)
+        loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -340,22 +368,22 @@ def _cutout(x: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], comm: LocalComm
+    model: nn.Module, split: DeviceData, comm: LocalComm, *, precision: str = "fp32", nhwc: bool = False
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in percent over the split (each rank takes every world-th sample)."""
-    x_all, y_all = split
-    x_all, y_all = x_all[comm.rank :: comm.world], y_all[comm.rank :: comm.world]
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x_all.device)
+    share = split.strided(comm.rank, comm.world)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=share.device)
+    correct = torch.zeros((), dtype=torch.int64, device=share.device)
     was_training = model.training
     model.eval()
-    for start in range(0, len(y_all), _EVAL_BATCH):
-        x, y = x_all[start : start + _EVAL_BATCH], y_all[start : start + _EVAL_BATCH]
-        logits = model(x)  # (b, num_classes)
+    for start in range(0, len(share), _EVAL_BATCH):
+        x, y = share.rows(start, start + _EVAL_BATCH)
+        with autocast(share.device, precision):
+            logits = model(channels_last(x, nhwc)).float()  # (b, num_classes)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)
-    loss_total, correct_total, count = comm.sum_all(float(loss_sum), float(correct), len(y_all))
+    loss_total, correct_total, count = comm.sum_all(float(loss_sum), float(correct), len(share))
     if count == 0:
         return float("nan"), float("nan")
     return loss_total / count, 100.0 * correct_total / count

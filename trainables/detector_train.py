@@ -36,6 +36,16 @@ import torch.nn.functional as F
 from search_algos.spaces.detector import DetectorArch, HpoConfig
 from trainables.detection_data import DetectionDataset, DetectionSplit
 from trainables.detection_metrics import ap50
+from trainables.device import (
+    DeviceData,
+    autocast,
+    cached_on_device,
+    channels_last,
+    precision_problems,
+    resolve_device,
+    resolve_precision,
+    to_device,
+)
 from trainables.models.detector import FaceDetector, decode_boxes, encode_boxes
 from trainables.train_loop import deterministic
 
@@ -136,25 +146,85 @@ def detection_loss(
     Returns:
         ``(loss, parts)`` with ``parts = {"cls": float, "loc": float, "positives": float}``.
     """
+    targets = _match_batch(anchors.cpu(), [gt.cpu() for gt in faces], hpo, logits.device)
+    cls, loc = _loss_terms(logits, offsets, targets)
+    loss = cls + hpo.loc_weight * loc
+    return loss, {"cls": float(cls.detach()), "loc": float(loc.detach()), "positives": float(targets.n_pos)}
+
+
+@dataclass(frozen=True)
+class _BatchTargets:
+    """What the loss of one batch needs from its faces, matched on the host and moved to the device.
+
+    Matching and hard-negative counts have data-dependent sizes: done on the host, they cost the device
+    step no wait (on a GPU the loss then runs without a device-to-host sync).
+
+    Attributes:
+        labels: (B, N) float, 1 for a positive anchor (the classification target), else 0.
+        negative: (B, N) bool, the anchors that may be mined as negatives.
+        positive: B index tensors (P_b,) of the positive anchors, ascending.
+        wanted: B tensors (P_b, 4), the encoded boxes the positives regress to.
+        hard: B counts of mined negatives, ``min(negatives, neg_pos_ratio * max(P_b, 1))``.
+        n_pos: sum of the P_b.
+    """
+
+    labels: torch.Tensor
+    negative: torch.Tensor
+    positive: list[torch.Tensor]
+    wanted: list[torch.Tensor]
+    hard: list[int]
+    n_pos: int
+
+
+def _match_batch(
+    anchors: torch.Tensor, faces: Sequence[torch.Tensor], hpo: HpoConfig, device: torch.device
+) -> _BatchTargets:
+    """Match every image's faces to the anchors on the host (``anchors`` (N, 4) and ``faces`` on the CPU)."""
+    labels, negative, positive, wanted, hard = [], [], [], [], []
+    for gt in faces:
+        matched, target = match_anchors(anchors, gt, hpo.iou_pos, hpo.iou_neg)
+        pos, neg = matched == 1, matched == 0
+        index = pos.nonzero().squeeze(1)  # (P,) ascending: the order boolean indexing gives
+        labels.append(pos.float())
+        negative.append(neg)
+        positive.append(index)
+        wanted.append(encode_boxes(gt[target[index]], anchors[index]))  # (P, 4)
+        hard.append(min(int(neg.sum()), hpo.neg_pos_ratio * max(len(index), 1)))
+    sizes = [len(index) for index in positive]
+    # One copy per kind for the whole batch; the per-image parts are views of it.
+    flat_index = to_device(torch.cat(positive), device).split(sizes)
+    flat_wanted = to_device(torch.cat(wanted), device).split(sizes)
+    return _BatchTargets(
+        labels=to_device(torch.stack(labels), device),
+        negative=to_device(torch.stack(negative), device),
+        positive=list(flat_index),
+        wanted=list(flat_wanted),
+        hard=hard,
+        n_pos=sum(sizes),
+    )
+
+
+def _loss_terms(
+    logits: torch.Tensor, offsets: torch.Tensor, targets: _BatchTargets
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classification and box terms (each divided by the positives) of a batch; no device sync.
+
+    ``logits`` (B, N) and ``offsets`` (B, N, 4) in float32.
+    """
     cls_terms, loc_terms = [], []
-    n_pos = 0
-    for b, gt in enumerate(faces):
-        labels, target = match_anchors(anchors, gt, hpo.iou_pos, hpo.iou_neg)
-        pos = labels == 1
-        neg = labels == 0
-        per_anchor = F.binary_cross_entropy_with_logits(logits[b], pos.float(), reduction="none")  # (N,)
-        k = min(int(neg.sum()), hpo.neg_pos_ratio * max(int(pos.sum()), 1))
-        hard = per_anchor.detach().masked_fill(~neg, -1.0).topk(k).indices if k else torch.empty(0, dtype=torch.int64)
-        cls_terms.append(per_anchor[pos].sum() + per_anchor[hard].sum())
-        if pos.any():
-            wanted = encode_boxes(gt[target[pos]], anchors[pos])
-            loc_terms.append(F.smooth_l1_loss(offsets[b][pos], wanted, reduction="sum"))
-        n_pos += int(pos.sum())
-    norm = max(n_pos, 1)
+    for b, (index, wanted, k) in enumerate(zip(targets.positive, targets.wanted, targets.hard)):
+        per_anchor = F.binary_cross_entropy_with_logits(logits[b], targets.labels[b], reduction="none")  # (N,)
+        if k:
+            hard = per_anchor.detach().masked_fill(~targets.negative[b], -1.0).topk(k).indices
+        else:
+            hard = torch.empty(0, dtype=torch.int64, device=logits.device)
+        cls_terms.append(per_anchor[index].sum() + per_anchor[hard].sum())
+        if len(index):
+            loc_terms.append(F.smooth_l1_loss(offsets[b][index], wanted, reduction="sum"))
+    norm = max(targets.n_pos, 1)
     cls = torch.stack(cls_terms).sum() / norm
     loc = torch.stack(loc_terms).sum() / norm if loc_terms else offsets.sum() * 0.0
-    loss = cls + hpo.loc_weight * loc
-    return loss, {"cls": float(cls.detach()), "loc": float(loc.detach()), "positives": float(n_pos)}
+    return cls, loc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,11 +238,13 @@ def augment_batch(
     """Random square crop (side fraction in ``[min_crop, 1]``) resized back, and a random flip.
 
     Args:
-        images: (B, 3, S, S); faces: B tensors (M_i, 4) pixel xyxy.
+        images: (B, 3, S, S), on any device; faces: B tensors (M_i, 4) pixel xyxy, on the CPU.
+        generator: a CPU generator; the random draws (B numbers each) stay on the host, so the crops and
+            the boxes do not depend on the device the pixels are resampled on.
 
     Returns:
-        The augmented (B, 3, S, S) images and their boxes (faces whose centre left the crop, or that
-        became thinner than 2 px, are dropped; the rest are clipped to the crop).
+        The augmented (B, 3, S, S) images (on the images' device) and their boxes on the CPU (faces whose
+        centre left the crop, or that became thinner than 2 px, are dropped; the rest are clipped to the crop).
     """
     b, _, size, _ = images.shape
     scale = min_crop + (1 - min_crop) * torch.rand(b, generator=generator)  # (B,) side fraction
@@ -186,7 +258,7 @@ def augment_batch(
     theta[:, 0, 2] = 2 * x0 / size - 1 + scale
     theta[:, 1, 1] = scale
     theta[:, 1, 2] = 2 * y0 / size - 1 + scale
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(to_device(theta, images.device).to(images.dtype), list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     boxes = []
     for i, gt in enumerate(faces):
@@ -214,18 +286,29 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def detect(
-    model: FaceDetector, images: torch.Tensor, *, batch: int = 64
+    model: FaceDetector,
+    images: torch.Tensor,
+    *,
+    batch: int = 64,
+    precision: str = "fp32",
+    nhwc: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Raw detections (before NMS) per image: top boxes (K, 4) clipped to the image, scores (K,)."""
+    """Raw detections (before NMS) per image: top boxes (K, 4) clipped to the image, scores (K,).
+
+    ``images`` (N, 3, S, S) on the model's device; the forward pass runs at ``precision``; each batch's
+    top detections are read back to the host once.
+    """
     model.eval()
     boxes_out, scores_out = [], []
     size = images.shape[-1]
     for start in range(0, len(images), batch):
-        logits, offsets = model(_normalise(images[start : start + batch]))
-        scores = torch.sigmoid(logits)  # (b, N)
-        boxes = decode_boxes(offsets, model.anchors).clamp(0, size)  # (b, N, 4)
+        with autocast(images.device, precision):
+            logits, offsets = model(channels_last(_normalise(images[start : start + batch]), nhwc))
+        scores = torch.sigmoid(logits.float())  # (b, N)
+        boxes = decode_boxes(offsets.float(), model.anchors).clamp(0, size)  # (b, N, 4)
         k = min(_MAX_DETECTIONS, scores.shape[1])
         top, index = scores.topk(k, dim=1)
+        top, index, boxes = top.cpu(), index.cpu(), boxes.cpu()  # one read-back a batch; no copy on the CPU
         for s, i, bx in zip(top, index, boxes):
             keep = s >= _MIN_SCORE
             boxes_out.append(bx[i[keep]].double().numpy())
@@ -233,8 +316,11 @@ def detect(
     return boxes_out, scores_out
 
 
-def _evaluate(model: FaceDetector, split: DetectionSplit, device: torch.device) -> float:
-    boxes, scores = detect(model, torch.from_numpy(np.array(split.images)).to(device))
+def _evaluate(
+    model: FaceDetector, split: DetectionSplit, device: torch.device, precision: str = "fp32", nhwc: bool = False
+) -> float:
+    images = cached_on_device(split.images, device)  # (N, 3, S, S); on a GPU copied once per run, not per epoch
+    boxes, scores = detect(model, images, precision=precision, nhwc=nhwc)
     return ap50(boxes, scores, list(split.boxes), nms_iou=0.4)
 
 
@@ -254,7 +340,10 @@ def fit_detector(
     width_mult: float = 1.0,
     eval_every: int = 3,
     threads: int = 1,
-    device: str = "cpu",
+    use_gpu: bool = False,
+    precision: str = "auto",
+    channels_last: bool = False,
+    device: str | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> DetectorFit:
     """Train a :class:`FaceDetector` of ``arch`` on ``data.train`` with ``hpo``; AP@50 on val and test.
@@ -269,7 +358,11 @@ def fit_detector(
         width_mult: scales Table 3's widths (1.0: as in the table, the paper's channels x 0.5 variant).
         eval_every: validate every this many epochs (and after the last one).
         threads: torch intra-op threads for the run.
-        device: torch device.
+        use_gpu: train on this process's GPU (:func:`trainables.device.resolve_device`).
+        precision: ``"auto"`` (bf16 on a GPU, fp32 on the CPU), ``"fp32"`` or ``"bf16"`` (autocast of the
+            forward passes; the loss and the optimizer stay in fp32).
+        channels_last: NHWC memory layout for the convolutions (faster with bf16 on recent GPUs).
+        device: torch device; default :func:`trainables.device.resolve_device` of ``use_gpu``.
         on_epoch: called after each epoch with ``{"epoch", "train_loss", "val_ap50"}`` (``val_ap50`` is
             NaN on epochs without validation).
 
@@ -277,8 +370,10 @@ def fit_detector(
         A :class:`DetectorFit`.
 
     Raises:
-        FloatingPointError: the training loss became NaN or infinite (the evaluation counts as failed).
+        FloatingPointError: the training loss of an epoch became NaN or infinite (the evaluation counts as
+            failed).
         ValueError: bad arguments (all problems at once).
+        RuntimeError: ``use_gpu`` but no CUDA device is visible.
     """
     problems = []
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("eval_every", eval_every, 1),
@@ -289,10 +384,17 @@ def fit_detector(
         problems.append(f"width_mult must be a number in (0, 4], got {width_mult!r}")
     if len(data.train) < 2:
         problems.append(f"the train split needs at least 2 images, got {len(data.train)}")
+    for name, value in (("use_gpu", use_gpu), ("channels_last", channels_last)):
+        if not isinstance(value, bool):
+            problems.append(f"{name} must be a bool, got {value!r}")
+    problems += precision_problems(precision)
     if problems:
         raise ValueError("invalid fit_detector arguments: " + "; ".join(problems))
+    where = torch.device(device) if device is not None else resolve_device(use_gpu)
+    precision = resolve_precision(precision, gpu=where.type == "cuda")
     with deterministic(threads):
-        return _fit(data, hpo, arch, epochs, seed, batch_size, width_mult, eval_every, torch.device(device), on_epoch)
+        return _fit(data, hpo, arch, epochs, seed, batch_size, width_mult, eval_every, where, on_epoch,
+                    precision=precision, nhwc=channels_last)  # fmt: skip
 
 
 def _fit(
@@ -306,11 +408,15 @@ def _fit(
     eval_every: int,
     device: torch.device,
     on_epoch: Callable[[dict[str, float]], None] | None,
+    *,
+    precision: str,
+    nhwc: bool,
 ) -> DetectorFit:
+    """Setup -> per epoch: train (no device sync in the step loop), validate every ``eval_every`` -> test the best."""
     start, start_cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = FaceDetector(arch, image_size=data.image_size, width_mult=width_mult).to(device)
+    model = channels_last(FaceDetector(arch, image_size=data.image_size, width_mult=width_mult).to(device), nhwc)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if hpo.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -322,32 +428,38 @@ def _fit(
     batch_size = min(batch_size, n_train)
     steps_per_epoch = n_train // batch_size  # the last partial batch is dropped (BatchNorm needs >= 2)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    images = torch.from_numpy(np.array(data.train.images))  # (N, 3, S, S); a writable copy
+    # The pixels resident on the device when they fit; boxes, matching and random draws stay on the host.
+    train = DeviceData(torch.from_numpy(np.array(data.train.images)), device=device)  # (N, 3, S, S); a writable copy
     faces = [torch.tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4) for b in data.train.boxes]
-    anchors = model.anchors
+    anchors = model.anchors.cpu()  # (N_anchors, 4), for matching on the host
 
     best = (-math.inf, 0, None)  # (val AP, epoch, state)
     train_loss = math.nan
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n_train, generator=generator)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device, read once an epoch
         for step in range(steps_per_epoch):
             rows = order[step * batch_size : (step + 1) * batch_size]
-            x, gt = augment_batch(images[rows], [faces[int(r)] for r in rows], hpo.min_crop, generator)
-            logits, offsets = model(_normalise(x.to(device)))
-            loss, _parts = detection_loss(logits, offsets, anchors, [g.to(device) for g in gt], hpo)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training diverged: loss={loss.item()} at epoch {epoch}")
+            (pixels,) = train.take(rows)
+            x, gt = augment_batch(pixels, [faces[int(r)] for r in rows], hpo.min_crop, generator)
+            targets = _match_batch(anchors, gt, hpo, device)
+            with autocast(device, precision):
+                logits, offsets = model(channels_last(_normalise(x), nhwc))
+            cls, loc = _loss_terms(logits.float(), offsets.float(), targets)
+            loss = cls + hpo.loc_weight * loc
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += loss.item()
-        train_loss = total / steps_per_epoch
+            total += loss.detach().double()
+        epoch_total = float(total)
+        if not math.isfinite(epoch_total):
+            raise FloatingPointError(f"training diverged: loss={epoch_total} at epoch {epoch}")
+        train_loss = epoch_total / steps_per_epoch
         val = math.nan
         if epoch % eval_every == 0 or epoch == epochs:
-            val = _evaluate(model, data.val, device)
+            val = _evaluate(model, data.val, device, precision, nhwc)
             if math.isfinite(val) and val > best[0]:
                 best = (val, epoch, copy.deepcopy(model.state_dict()))
         if on_epoch is not None:
@@ -355,7 +467,7 @@ def _fit(
     val_ap, best_epoch, state = best
     if state is not None:
         model.load_state_dict(state)
-    test_ap = _evaluate(model, data.test, device)
+    test_ap = _evaluate(model, data.test, device, precision, nhwc)
     return DetectorFit(
         val_ap50=float(val_ap) if math.isfinite(val_ap) else math.nan,
         test_ap50=float(test_ap),

@@ -47,6 +47,15 @@ from torch import nn
 
 from search_algos.spaces.multipath import MultipathSpace, mnus_children, uniform_children
 from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
+from trainables.device import (
+    DeviceData,
+    autocast,
+    cached_on_device,
+    channels_last,
+    precision_problems,
+    resolve_device,
+    resolve_precision,
+)
 from trainables.models.multipath import MultipathSupernet
 from trainables.train_loop import (
     STATE_FILE,
@@ -103,10 +112,13 @@ class SupernetSettings:
         channels: base width of the supernet (scale ``d`` has ``channels * 2**min(d, 3)``); a multiple of 4.
         seed: seeds init, shuffling, children and BN recalibration batches.
         num_workers: Ray Train workers of :func:`train_supernet_distributed`.
-        use_gpu: train on a GPU (one per worker).
+        use_gpu: train on a GPU (one per worker); :func:`trainables.device.resolve_device`.
         cpus_per_worker: logical CPUs each Ray Train worker reserves; fractions let two workers and the
             Tune trial that launched them share a small machine (DESIGN.md §6).
         threads: torch intra-op threads per process; fixed so results do not depend on the machine.
+        precision: ``"auto"`` (bf16 on a GPU, fp32 on the CPU), ``"fp32"`` or ``"bf16"`` (autocast of the
+            forward passes, training and one-shot evaluation; losses and Adam stay in fp32).
+        channels_last: NHWC memory layout for the convolutions (faster with bf16 on recent GPUs).
         bn_recalibration_batches: train batches on which one-shot evaluation re-estimates a child's BN
             statistics (0 = use the supernet's running statistics). Why: during training every BN layer
             sees the mixture of all sampled children, but a node's input statistics depend on which edges
@@ -130,6 +142,8 @@ class SupernetSettings:
     cpus_per_worker: float = 1.0
     threads: int = 1
     bn_recalibration_batches: int = 4
+    precision: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -144,8 +158,10 @@ class SupernetSettings:
                 problems.append(f"{name} must be a finite number > 0, but got {name}={value!r}")
         if self.sampling not in SAMPLERS:
             problems.append(f"sampling must be one of {sorted(SAMPLERS)}, but got sampling={self.sampling!r}")
-        if not isinstance(self.use_gpu, bool):
-            problems.append(f"use_gpu must be a bool, but got use_gpu={self.use_gpu!r}")
+        for name in ("use_gpu", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be a bool, but got {name}={getattr(self, name)!r}")
+        problems += precision_problems(self.precision)
         if not problems and self.channels % 4:
             problems.append(
                 f"channels must be a multiple of 4 (the HPM block splits C/2, C/4, C/4), but got "
@@ -194,9 +210,13 @@ def _as_tensor(array: Any, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _predict(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """Normalised UV maps (N, 3, H, W) of ``images`` (N, 3, H, W), in batches of ``_EVAL_BATCH``."""
-    return torch.cat([forward(images[s : s + _EVAL_BATCH]) for s in range(0, len(images), _EVAL_BATCH)])
+def _predict(
+    forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, precision: str = "fp32"
+) -> torch.Tensor:
+    """Normalised UV maps (N, 3, H, W) of ``images`` (N, 3, H, W), in batches of ``_EVAL_BATCH``, in float32."""
+    with autocast(images.device, precision):
+        preds = [forward(images[s : s + _EVAL_BATCH]) for s in range(0, len(images), _EVAL_BATCH)]
+    return torch.cat(preds).float()
 
 
 def _split_metrics(
@@ -218,14 +238,17 @@ def _split_metrics(
         "nme_mean": by_yaw["mean"],
     }
     if split.has_uv:
-        metrics[f"{name}_loss"] = float(uv_loss(pred, _as_tensor(split.uv_maps, pred.device), weights, size))
+        metrics[f"{name}_loss"] = float(uv_loss(pred, cached_on_device(split.uv_maps, pred.device), weights, size))
         metrics["dense_nme"] = float(dense_nme(pred_px, split.uv_maps, data.uv_weights, split.landmarks).mean())
     return metrics
 
 
 @contextlib.contextmanager
 def _recalibrated(
-    model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]
+    model: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: list[torch.Tensor],
+    precision: str = "fp32",
 ) -> Iterator[None]:
     """``model`` in eval mode with BN statistics re-estimated by ``forward`` over ``batches``.
 
@@ -242,7 +265,7 @@ def _recalibrated(
                 norm.reset_running_stats()
                 norm.momentum = None  # cumulative average over the recalibration batches
             model.train()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(batches[0].device, precision):
                 for batch in batches:
                     forward(batch)
         model.eval()
@@ -270,6 +293,8 @@ def evaluate_child(
     recalibration_batches: int = 4,
     batch_size: int = 16,
     seed: int = 0,
+    precision: str = "auto",
+    nhwc: bool = False,
 ) -> dict[str, Any]:
     """One-shot evaluation of ``arch`` with the supernet's weights (what the search stage scores).
 
@@ -285,6 +310,9 @@ def evaluate_child(
         recalibration_batches: 0 uses the running statistics.
         batch_size: images per recalibration batch.
         seed: picks the recalibration batches.
+        precision: of the forward passes (``"auto"``: bf16 on a GPU, fp32 on the CPU).
+        nhwc: feed the model channels-last batches (for a model moved with
+            :func:`trainables.device.channels_last`).
 
     Returns:
         ``<split>_nme`` (mean over the faces, %), ``nme_by_yaw`` (dict by yaw bin), ``nme_mean`` (mean of
@@ -293,16 +321,18 @@ def evaluate_child(
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', but got split={split!r}")
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, gpu=device.type == "cuda")
     target: AlignmentSplit = getattr(data, split)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return model(x, arch)
+        return model(channels_last(x, nhwc), arch)
 
-    train = _as_tensor(data.train.images, device)  # (N, 3, H, W); no copy on the CPU
+    # On a GPU the splits are copied once per process, not once per child (cached_on_device).
+    train = cached_on_device(data.train.images, device)  # (N, 3, H, W); no copy on the CPU
     batches = _recalibration_batches(train, recalibration_batches, batch_size, seed)
-    with _recalibrated(model, forward, batches):
-        pred = _predict(forward, _as_tensor(target.images, device))  # (N, 3, H, W)
-    return _split_metrics(pred, target, data, _as_tensor(data.uv_weights, device), split)
+    with _recalibrated(model, forward, batches, precision):
+        pred = _predict(forward, cached_on_device(target.images, device), precision)  # (N, 3, H, W)
+    return _split_metrics(pred, target, data, cached_on_device(data.uv_weights, device), split)
 
 
 def load_supernet(path: str, space: MultipathSpace, settings: SupernetSettings) -> MultipathSupernet:
@@ -355,10 +385,11 @@ def _fit(
     """Setup -> per epoch: train, evaluate, report (``publish`` on every rank, ``on_epoch`` on rank 0)."""
     if not data.train.has_uv:
         raise ValueError(f"the training split of {data.name!r} has no UV maps; the UV loss needs them")
-    images = _as_tensor(data.train.images, device)  # (N, 3, H, W)
-    targets = _as_tensor(data.train.uv_maps, device) / float(data.image_size)  # (N, 3, H, W) normalised
+    images = _as_tensor(data.train.images, torch.device("cpu"))  # (N, 3, H, W)
+    targets = _as_tensor(data.train.uv_maps, torch.device("cpu")) / float(data.image_size)  # (N, 3, H, W) normalised
+    train = DeviceData(images, targets, device=device)  # resident on the GPU when it fits
     weights = _as_tensor(data.uv_weights, device)  # (H, W)
-    n = len(images)
+    n = len(train)
     local_batch = settings.batch_size // comm.world
     steps = len(batch_bounds(n // comm.world, local_batch))
     if steps == 0:
@@ -366,10 +397,11 @@ def _fit(
             f"the training split must give every worker at least 2 samples, but it has {n} samples for "
             f"num_workers={comm.world}"
         )
-    model = task.model.to(device)
+    model = channels_last(task.model.to(device), settings.channels_last)
     if resume_state is not None:
         check_resume_state(resume_state, keys=_STATE_KEYS, epochs=settings.epochs)
         model.load_state_dict(resume_state["model"])
+    precision = resolve_precision(settings.precision, gpu=device.type == "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     start = load_resume_state(resume_state, optimizer=optimizer)
     if resume_state is not None and start > settings.epochs:  # saved after the final epoch: nothing left to train
@@ -381,8 +413,8 @@ def _fit(
         shard = order[comm.rank : n // comm.world * comm.world : comm.world]  # step s of all ranks = one batch
         began = time.perf_counter()
         loss_sum, count, children_digest = _train_epoch(
-            task, optimizer, (images, targets), weights, shard, local_batch,
-            first_step=(epoch - 1) * steps, comm=comm,
+            task, optimizer, train, weights, shard, local_batch,
+            first_step=(epoch - 1) * steps, comm=comm, precision=precision, nhwc=settings.channels_last,
         )  # fmt: skip
         elapsed = time.perf_counter() - began
         loss_sum, count = comm.sum_all(loss_sum, count)
@@ -408,39 +440,54 @@ def _fit(
 def _train_epoch(
     task: _Task,
     optimizer: torch.optim.Optimizer,
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: DeviceData,
     weights: torch.Tensor,
     shard: np.ndarray,
     batch: int,
     *,
     first_step: int,
     comm: LocalComm,
+    precision: str = "fp32",
+    nhwc: bool = False,
 ) -> tuple[float, int, int]:
     """One pass over this rank's samples: (sum of per-sample losses, samples, digest of the children).
 
-    ``train``: images and normalised UV targets, (N, 3, H, W) each.
+    ``train``: images and normalised UV targets, (N, 3, H, W) each. The step loop never waits for the
+    device: the loss and the workers' agreement on the children are kept on it and read once, at the end.
+
+    Raises:
+        RuntimeError: the workers computed gradients for different parameters in some step.
     """
-    images, targets = train
-    device = images.device
-    order = torch.from_numpy(shard).to(device)
+    device = train.device
+    order = torch.from_numpy(shard).to(train.home)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    disagreed = torch.zeros((), dtype=torch.bool, device=device)
     digest = hashlib.blake2b(digest_size=8)
     count = 0
     task.model.train()
     for step, (start, end) in enumerate(batch_bounds(len(shard), batch), start=first_step):
-        idx = order[start:end]
         children = task.children(step)
         digest.update("|".join(_arch_key(c) for c in children).encode())
-        loss = _accumulate(task.model, children, images[idx], targets[idx], weights)
-        _average_gradients(task.model, comm)
+        x, target = train.take(order[start:end])
+        loss = _accumulate(task.model, children, channels_last(x, nhwc), target, weights, precision)
+        mismatch = _average_gradients(task.model, comm)
+        if mismatch is not None:
+            disagreed |= mismatch
         optimizer.step()
         loss_sum += loss.double() * (end - start)
         count += end - start
-    return float(loss_sum), count, _digest_int(digest)  # one device sync per epoch, not per step
+    if bool(disagreed):  # one device sync per epoch, not per step
+        raise RuntimeError("workers computed gradients for different parameters: they drew different children")
+    return float(loss_sum), count, _digest_int(digest)
 
 
 def _accumulate(
-    model: nn.Module, children: Sequence[Any], x: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+    model: nn.Module,
+    children: Sequence[Any],
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Algorithm 1's inner loop: the gradients of the children's mean loss on one batch, accumulated.
 
@@ -453,20 +500,23 @@ def _accumulate(
         param.grad = None
     total = torch.zeros((), device=x.device)
     for child in children:
-        pred = model(x) if child is None else model(x, child)  # (b, 3, H, W)
-        loss = _weighted_mse(pred, target, weights) / len(children)
+        with autocast(x.device, precision):
+            pred = model(x) if child is None else model(x, child)  # (b, 3, H, W)
+        loss = _weighted_mse(pred.float(), target, weights) / len(children)
         loss.backward()
         total += loss.detach()
     return total
 
 
-def _average_gradients(model: nn.Module, comm: LocalComm) -> None:
+def _average_gradients(model: nn.Module, comm: LocalComm) -> torch.Tensor | None:
     """Average the accumulated gradients over the workers: one all-reduce of one flat buffer per step.
 
     Every parameter takes part (zeros where this worker has no gradient) plus one presence flag per
     parameter, so the collective has the same size on every worker whatever the children, and cannot
     hang on a mismatch; a parameter with a gradient on some workers only means the workers drew different
-    children, which is refused. Parameters without a gradient anywhere stay at ``grad = None``.
+    children, which the caller refuses: the returned boolean scalar (on the device, so that the step does
+    not wait for it; None for a world of one) is True then. Which gradients are kept follows this worker's
+    own presence flags (known on the host: no sync); parameters without a gradient stay at ``grad = None``.
 
     Why not DDP: the set of used parameters changes every step (``find_unused_parameters`` re-walks the
     graph each backward), the K backward passes would need ``no_sync`` for all but the last, and DDP
@@ -474,7 +524,7 @@ def _average_gradients(model: nn.Module, comm: LocalComm) -> None:
     single-process update, with the gradient of the global batch.
     """
     if comm.world == 1:
-        return
+        return None
     params = list(model.parameters())
     present = [p.grad is not None for p in params]
     flat = torch.cat(
@@ -483,13 +533,12 @@ def _average_gradients(model: nn.Module, comm: LocalComm) -> None:
     )
     torch.distributed.all_reduce(flat)
     flags = flat[-len(params) :]
-    if not bool(((flags == 0) | (flags == comm.world)).all()):
-        raise RuntimeError("workers computed gradients for different parameters: they drew different children")
     offset = 0
-    for param, flag in zip(params, flags.tolist()):
+    for param, flag in zip(params, present):
         size = param.numel()
         param.grad = flat[offset : offset + size].view_as(param) / comm.world if flag else None
         offset += size
+    return ~((flags == 0) | (flags == comm.world)).all()
 
 
 def _arch_key(arch: Any) -> str:
@@ -527,14 +576,14 @@ def _fit_in_process(
     tensorboard_dir: str | None = None,
 ) -> dict[str, Any]:
     """:func:`_fit` in this process (a world of one); the task is built under the run's thread count."""
-    device = device or ("cuda" if settings.use_gpu else "cpu")
+    where = torch.device(device) if device is not None else resolve_device(settings.use_gpu)
     with deterministic(settings.threads), _tensorboard(tensorboard_dir, resume_state) as board:
         return _fit(
             make_task(),
             data,
             settings,
             comm=LocalComm(),
-            device=torch.device(device),
+            device=where,
             resume_state=resume_state,
             on_epoch=on_epoch,
             publish=board,
@@ -561,7 +610,8 @@ def _supernet_task(space: MultipathSpace, data: AlignmentDataset, settings: Supe
     def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
         scores = [
             evaluate_child(net, child, data, "val", recalibration_batches=settings.bn_recalibration_batches,
-                           batch_size=settings.batch_size, seed=settings.seed)
+                           batch_size=settings.batch_size, seed=settings.seed, precision=settings.precision,
+                           nhwc=settings.channels_last)
             for child in val_children
         ]  # fmt: skip
         keys = [key for key in ("val_loss", "val_nme") if key in scores[0]]
@@ -595,7 +645,7 @@ def train_supernet(
         resume_state: such a state; training continues at the epoch after ``state["epoch"]``. It must
             come from a run with equal space, data and settings.
         tensorboard_dir: where to write a TensorBoard event file (scalars per epoch); None writes none.
-        device: torch device; default ``"cuda"`` when ``settings.use_gpu`` else ``"cpu"``.
+        device: torch device; default :func:`trainables.device.resolve_device` of ``settings.use_gpu``.
 
     Returns:
         The final epoch's metrics: ``epoch``, ``epochs``, ``train_loss`` (mean over samples and the K
@@ -795,11 +845,19 @@ def _standalone_task(arch: Any, data: AlignmentDataset, settings: SupernetSettin
 
     def evaluate(net: nn.Module, final: bool) -> dict[str, Any]:
         device = next(net.parameters()).device
-        weights = _as_tensor(data.uv_weights, device)
+        precision = resolve_precision(settings.precision, gpu=device.type == "cuda")
+        weights = cached_on_device(data.uv_weights, device)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return net(channels_last(x, settings.channels_last))
+
         net.eval()
         try:
             splits = ("val", "test") if final else ("val",)
-            preds = {name: _predict(net, _as_tensor(getattr(data, name).images, device)) for name in splits}
+            preds = {
+                name: _predict(forward, cached_on_device(getattr(data, name).images, device), precision)
+                for name in splits
+            }
         finally:
             net.train()
         metrics = _split_metrics(preds["val"], data.val, data, weights, "val")

@@ -258,7 +258,8 @@ def run_worker(train: Callable[[dict[str, Any] | None, LocalComm, torch.device],
     """The frame of a Ray Train worker around its epoch loop, ``train(resume_state, comm, device)``.
 
     ``resume_state`` comes from the run's latest checkpoint (None on a fresh run), ``comm`` spans the
-    workers, ``device`` is the one Ray Train gave this worker. A diverged run ends quietly, at once when its
+    workers, ``device`` is the one Ray Train gave this worker (its own GPU with ``use_gpu``, made the
+    current CUDA device so NCCL and new tensors use it; the CPU otherwise). A diverged run ends quietly, at once when its
     latest checkpoint is the terminal one and when ``train`` raises FloatingPointError (its publisher has just
     left that checkpoint): raising would only make Ray Train retry in vain, and the driver reads the
     divergence from the checkpoint's metrics.
@@ -268,6 +269,8 @@ def run_worker(train: Callable[[dict[str, Any] | None, LocalComm, torch.device],
     with contextlib.suppress(FloatingPointError):  # diverged, in this attempt or an earlier one
         resume_state = resume_state_from_checkpoint()
         device = ray.train.torch.get_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         comm = TorchDistComm(device) if torch.distributed.is_initialized() else LocalComm()
         train(resume_state, comm, device)
 
@@ -343,7 +346,8 @@ def run_torch_trainer(
     Args:
         worker_fn: the workers' loop (it reports with a publisher from :func:`make_publisher`).
         worker_config: its argument, pickled to every worker.
-        settings: ``num_workers``, ``use_gpu`` and ``cpus_per_worker`` (logical CPUs per worker).
+        settings: ``num_workers``, ``use_gpu`` (one GPU per worker, NCCL; else gloo) and ``cpus_per_worker``
+            (logical CPUs per worker).
         storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
         name: the run's name, stable across retries of one trial so that it resumes.
 
@@ -356,11 +360,12 @@ def run_torch_trainer(
         ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
         worker_fn,
         train_loop_config=worker_config,
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),  # DESIGN.md §5
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.num_workers,
             use_gpu=settings.use_gpu,
