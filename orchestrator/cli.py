@@ -79,12 +79,34 @@ def _finish(paths, best: dict) -> None:
     print(f"best:    {paths.best}")
 
 
-def _execute(paths, config, *, address: str | None, dashboard: bool = False) -> int:
-    """Start (or attach to) Ray, run every unfinished stage, print the outcome, stop Ray."""
-    from orchestrator.experiment import execute
-    from orchestrator.runtime import start_ray, stop_ray
+def _start(config, *, address: str | None, dashboard: bool = False) -> None:
+    """Start (or attach to) Ray and refuse a config asking for more GPUs than it has (Ray stopped again)."""
+    from orchestrator.runtime import check_gpus, start_ray, stop_ray
 
     print(start_ray(address, num_cpus=config.resources.num_cpus, dashboard=dashboard))
+    try:
+        check_gpus(config.gpus_needed, asked_by=_gpu_keys(config))
+    except UserError:
+        stop_ray()
+        raise
+
+
+def _gpu_keys(config) -> str:
+    keys = [f"training.use_gpu: {str(config.training.use_gpu).lower()}"]
+    if config.training.train_workers > 1:
+        keys.append(f"training.train_workers: {config.training.train_workers}")
+    else:
+        keys.append(f"resources.gpus_per_trial: {config.resources.gpus_per_trial:g}")
+    return " with ".join(keys)
+
+
+def _execute(paths, config, *, address: str | None, dashboard: bool = False, started: bool = False) -> int:
+    """Start (or attach to) Ray unless ``started``, run every unfinished stage, print the outcome, stop Ray."""
+    from orchestrator.experiment import execute
+    from orchestrator.runtime import stop_ray
+
+    if not started:
+        _start(config, address=address, dashboard=dashboard)
     try:
         _finish(paths, execute(config, paths))
     finally:
@@ -101,9 +123,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_address(args.address)
     check_dashboard(args.dashboard)
     check_storage(args.storage or config.storage)
-    paths = prepare(config, raw, storage=args.storage, name=args.name)
+    started = config.gpus_needed > 0
+    if started:  # GPUs are checked against the cluster before the run directory is created
+        _start(config, address=args.address, dashboard=args.dashboard)
+    try:
+        paths = prepare(config, raw, storage=args.storage, name=args.name)
+    except BaseException:
+        if started:
+            from orchestrator.runtime import stop_ray
+
+            stop_ray()
+        raise
     print(f"run directory: {paths.root}")
-    return _execute(paths, config, address=args.address, dashboard=args.dashboard)
+    return _execute(paths, config, address=args.address, dashboard=args.dashboard, started=started)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -184,7 +216,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from orchestrator.config import HyperFDSearcherConfig, load_config
-    from orchestrator.runtime import check_address, start_ray, stop_ray
+    from orchestrator.runtime import check_address, stop_ray
 
     config, _raw = load_config(args.config, args.overrides)
     if not isinstance(config.searcher, HyperFDSearcherConfig):
@@ -196,7 +228,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from orchestrator.hyperfd import build_benchmark
 
     storage = Path(args.storage or config.storage).expanduser().resolve()
-    print(start_ray(args.address, num_cpus=config.resources.num_cpus))
+    _start(config, address=args.address)
     try:
         done = build_benchmark(config, storage)
     except KeyboardInterrupt:

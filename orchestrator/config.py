@@ -456,7 +456,11 @@ SearcherConfig = Annotated[
 
 
 class TrainingConfig(_Section):
-    """How each candidate is trained (the paper's protocol by default)."""
+    """How each candidate is trained (the paper's protocol by default), and on what device.
+
+    ``use_gpu``, ``precision`` and ``channels_last`` apply to every trainable (candidates, the MONAS supernet,
+    one-shot evaluation and retraining, the HyperFD detector): :mod:`trainables.device`.
+    """
 
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.025, gt=0)
@@ -466,6 +470,31 @@ class TrainingConfig(_Section):
     train_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
+    # auto: bf16 autocast with use_gpu (tensor cores, half the activation memory), fp32 on CPUs
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = False  # NHWC convolutions; pays with bf16 on recent GPUs
+
+    @property
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: ``precision``, with ``auto`` read as bf16 on GPUs and fp32 on CPUs."""
+        from trainables.device import resolve_precision
+
+        return resolve_precision(self.precision, gpu=self.use_gpu)
+
+    def protocol(self) -> dict[str, Any]:
+        """The training keys as the trials get them and as the benchmark store keys their rows.
+
+        ``precision`` is resolved (:attr:`resolved_precision`) and, like ``channels_last``, left out at its
+        plain value (fp32, off): a run that uses neither keeps the protocol, and so the stored rows it is
+        served from, that it had before these keys existed. A trial reads a missing key as that value.
+        """
+        out = self.model_dump()
+        del out["precision"]
+        if self.resolved_precision != "fp32":
+            out["precision"] = self.resolved_precision
+        if not out["channels_last"]:
+            del out["channels_last"]
+        return out
 
 
 class SchedulerConfig(_Section):
@@ -489,7 +518,13 @@ class SchedulerConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    """What each trial reserves and how many run at once."""
+    """What each trial reserves and how many run at once.
+
+    ``gpus_per_trial`` goes with ``training.use_gpu``: either one given alone implies the other
+    (``use_gpu: true`` reserves 1 GPU a trial; ``gpus_per_trial > 0`` trains on it), see
+    :meth:`ExperimentConfig._gpu_pairing`. Ray Train workers (``training.train_workers > 1``) reserve one
+    GPU each instead.
+    """
 
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -511,6 +546,50 @@ class ExperimentConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     hpo: dict[str, Any] = Field(default_factory=dict)  # training key -> [kind, ...]; see orchestrator.hpo
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_pairing(cls, raw: Any) -> Any:
+        """``training.use_gpu: true`` alone reserves 1 GPU a trial; ``resources.gpus_per_trial > 0`` alone trains on it.
+
+        Ray hides the GPUs from a trial that reserved none, and a reserved GPU nothing trains on is wasted,
+        so the two keys go together; one given alone fills the other (the resolved config.yaml shows it),
+        and :meth:`_gpus_agree` refuses the two given in contradiction.
+        """
+        if not isinstance(raw, dict):
+            return raw
+        training, resources = raw.get("training", {}), raw.get("resources", {})
+        if not isinstance(training, dict) or not isinstance(resources, dict):
+            return raw  # the sections' own validation reports it
+        gpus = resources.get("gpus_per_trial")
+        if training.get("use_gpu") is True and "gpus_per_trial" not in resources:
+            return {**raw, "resources": {**resources, "gpus_per_trial": 1}}
+        if "use_gpu" not in training and _is_number(gpus) and gpus > 0:
+            return {**raw, "training": {**training, "use_gpu": True}}
+        return raw
+
+    @model_validator(mode="after")
+    def _gpus_agree(self) -> ExperimentConfig:
+        use_gpu, gpus = self.training.use_gpu, self.resources.gpus_per_trial
+        if use_gpu and gpus == 0:
+            raise ValueError(
+                "training.use_gpu: true trains every trial on a GPU, but resources.gpus_per_trial: 0 reserves "
+                "none (Ray hides GPUs from such trials); set resources.gpus_per_trial (e.g. 1, or 0.5 to share "
+                "a GPU) or leave it out"
+            )
+        if not use_gpu and gpus > 0:
+            raise ValueError(
+                f"resources.gpus_per_trial: {gpus:g} reserves GPUs, but training.use_gpu: false trains on CPUs; "
+                "set training.use_gpu: true or resources.gpus_per_trial: 0"
+            )
+        return self
+
+    @property
+    def gpus_needed(self) -> float:
+        """The most GPUs one trial needs at once (its own, or one per Ray Train worker); 0 on CPUs."""
+        if not self.training.use_gpu:
+            return 0.0
+        return float(max(self.resources.gpus_per_trial, self.training.train_workers if self.training.train_workers > 1 else 0))
 
     @field_validator("hpo")
     @classmethod
@@ -667,7 +746,10 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "value_error":
-        return f"{path}: {msg.removeprefix('Value error, ')}"
+        text = msg.removeprefix("Value error, ")
+        if not loc and re.match(r"^(training|resources)\.[a-z_]+", text):
+            return text  # a rule across sections names its own keys
+        return f"{path}: {text}"
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     return f"{path}: {msg[0].lower() + msg[1:]}, got {shown}"
 
@@ -727,6 +809,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[E
     raw = apply_overrides(raw, overrides or [])
     config = parse_config(raw, source=p.name)
     return config, config.model_dump(mode="json")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -139,6 +139,9 @@ def _settings(job: EvalJob, epochs: int, training: dict[str, Any], seed: int) ->
         num_workers=t["train_workers"],
         use_gpu=t["use_gpu"],
         cpus_per_worker=t["cpus_per_worker"],
+        # absent from a protocol at their plain values (TrainingConfig.protocol): fp32, off
+        precision=t.get("precision", "fp32"),
+        channels_last=t.get("channels_last", False),
     )
 
 

@@ -306,7 +306,7 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
         return EvalJob(
             space=config.space.name,
             data=config.data.loader_kwargs(),
-            training=config.training.model_dump(),
+            training=config.training.protocol(),
             seed=config.seed,
             store=store,
             run=paths.root.name,
@@ -325,7 +325,7 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
             metric=config.metric,
             mode=config.mode,
             resources=config.resources.model_dump(),
-            training=config.training.model_dump(),
+            training=config.training.protocol(),
             scheduler=config.scheduler.model_dump(),
             hpo=config.hpo,
         )

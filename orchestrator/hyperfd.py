@@ -107,6 +107,8 @@ class Plan:
         offline_configs: space -> dataset_id -> the pool configs evaluated on that offline dataset.
         training: space -> the protocol every evaluation of the space uses (stored with each row).
         epochs, seed: fidelity and seed of every evaluation (the store key).
+        device: ``use_gpu`` and ``channels_last`` of every detector trial (``training`` section); the
+            precision is in ``training`` (it changes the numbers, so it is part of the protocol).
     """
 
     source: dict[str, Any]
@@ -119,6 +121,7 @@ class Plan:
     seed: int
     names: dict[str, str] = field(default_factory=dict)  # dataset_id -> readable name
     ids: dict[str, str] = field(default_factory=dict)  # online domain / "source" -> dataset_id
+    device: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Any) -> Plan:
@@ -153,8 +156,9 @@ class Plan:
                 dataset_id: [pools[space][int(j)] for j in sorted(rng.choice(len(pools[space]), n, replace=False))]
                 for dataset_id in offline
             }
-            training[space] = training_protocol(space, s)
-        return cls(source, offline, online, pools, chosen, training, s.epochs, config.seed, names, ids)
+            training[space] = training_protocol(space, s, precision=config.training.resolved_precision)
+        return cls(source, offline, online, pools, chosen, training, s.epochs, config.seed, names, ids,
+                   device_settings(config.training))  # fmt: skip
 
     def recipes(self) -> dict[str, dict[str, Any]]:
         """dataset_id -> recipe of every dataset the plan evaluates on."""
@@ -173,12 +177,21 @@ class Plan:
         return out
 
 
-def training_protocol(space: str, s: Any) -> dict[str, Any]:
-    """How every evaluation of ``space`` trains (stored with each row): batch, width, validation cadence
-    and the fixed partner (the MobileNetV2 backbone for HPO configs, the default HPO config for NAS)."""
+def training_protocol(space: str, s: Any, *, precision: str = "fp32") -> dict[str, Any]:
+    """How every evaluation of ``space`` trains (stored with each row): batch, width, validation cadence,
+    the fixed partner (the MobileNetV2 backbone for HPO configs, the default HPO config for NAS) and, when
+    not fp32, the resolved ``precision`` (an fp32 protocol is the one stored before precision existed)."""
     partner = DetectorArch.mobilenet_v2() if space == "detector_hpo" else HpoConfig.default()
-    return {"batch_size": s.batch_size, "width_mult": s.width_mult, "eval_every": s.eval_every,
-            "partner": partner.to_dict()}  # fmt: skip
+    protocol = {"batch_size": s.batch_size, "width_mult": s.width_mult, "eval_every": s.eval_every,
+                "partner": partner.to_dict()}  # fmt: skip
+    if precision != "fp32":
+        protocol["precision"] = precision
+    return protocol
+
+
+def device_settings(training: Any) -> dict[str, Any]:
+    """``use_gpu`` and ``channels_last`` of the ``training`` section, for :class:`DetectorJob`."""
+    return {"use_gpu": training.use_gpu, "channels_last": training.channels_last}
 
 
 def pool_seed(space: str, seed: int) -> int:
@@ -233,6 +246,7 @@ class DetectorJob:
     store: Any  # orchestrator.store.StoreClient
     run: str
     stage: str
+    device: dict[str, Any] = field(default_factory=dict)  # device_settings: use_gpu, channels_last
 
 
 def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
@@ -265,7 +279,9 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
     t = job.training
     try:
         fit = fit_detector(data, hpo, backbone, epochs=epochs, seed=job.seed, batch_size=t["batch_size"],
-                           width_mult=t["width_mult"], eval_every=t["eval_every"], threads=1)  # fmt: skip
+                           width_mult=t["width_mult"], eval_every=t["eval_every"], threads=1,
+                           use_gpu=job.device.get("use_gpu", False), precision=t.get("precision", "fp32"),
+                           channels_last=job.device.get("channels_last", False))  # fmt: skip
     except FloatingPointError as exc:
         tune.report({METRIC: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
         return
@@ -332,7 +348,7 @@ def missing_jobs(plan: Plan, space: str, store: Any) -> list[dict[str, Any]]:
 
 def benchmark_stage(plan: Plan, space: str, store: Any, *, run: str, name: str) -> Stage:
     """A stage evaluating the benchmark rows of ``space`` still missing when it starts."""
-    job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name)
+    job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name, plan.device)
     jobs = functools.lru_cache(maxsize=1)(lambda: tuple(json.dumps(j, sort_keys=True) for j in missing_jobs(plan, space, store)))
     return Stage(
         name=name,
@@ -472,7 +488,7 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
 
     def online_stage(space: str, k: int, order: list[str]) -> Stage:
         name = f"online-{space}-o{k}"
-        job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name)
+        job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name, plan.device)
         datasets = [{"dataset_id": plan.ids[d], "name": d, "features": features[plan.ids[d]]} for d in order]
         return Stage(
             name=name,
@@ -701,7 +717,9 @@ def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], 
 
     def stage(space: str) -> Stage:
         name = f"search-{space}"
-        job = DetectorJob(space, {dataset.dataset_id: recipe}, training_protocol(space, s), config.seed, store, run, name)
+        protocol = training_protocol(space, s, precision=config.training.resolved_precision)
+        job = DetectorJob(space, {dataset.dataset_id: recipe}, protocol, config.seed, store, run, name,
+                          device_settings(config.training))  # fmt: skip
 
         def searcher(_earlier: dict[str, Any]) -> JobListSearcher:
             chosen = picks(space)

@@ -72,7 +72,8 @@ def _space(job: AlignmentJob):
 def _settings(job: AlignmentJob, **changes: Any):
     from trainables.supernet import SupernetSettings
 
-    return SupernetSettings(**{**job.settings, "seed": job.seed, **changes})
+    # precision is absent from the settings at fp32 (TrainingConfig.protocol keeps older protocols)
+    return SupernetSettings(**{"precision": "fp32", **job.settings, "seed": job.seed, **changes})
 
 
 # -- Tune functions ---------------------------------------------------------------------------------
@@ -127,13 +128,16 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
 
 
 def _supernet_model(job: AlignmentJob):
-    """The trained supernet, loaded once per process (Tune reuses the actor across trials)."""
+    """The trained supernet on this trial's device, loaded once per process (Tune reuses the actor across trials)."""
+    from trainables.device import channels_last, resolve_device
     from trainables.supernet import load_supernet
 
+    settings = _settings(job, epochs=1)
     key = f"{job.supernet}:{os.path.getmtime(job.supernet)}"
     if key not in _SUPERNETS:
         _SUPERNETS.clear()
-        _SUPERNETS[key] = load_supernet(job.supernet, _space(job), _settings(job, epochs=1))
+        model = load_supernet(job.supernet, _space(job), settings).to(resolve_device(settings.use_gpu))
+        _SUPERNETS[key] = channels_last(model, settings.channels_last)
     return _SUPERNETS[key]
 
 
@@ -154,9 +158,11 @@ def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     started = time.perf_counter()
     model = _supernet_model(job)
     torch.set_num_threads(1)
+    settings = _settings(job, epochs=1)
     metrics = plain_metrics(evaluate_child(
         model, arch, data, "val",
         recalibration_batches=job.settings.get("bn_recalibration_batches", 4), seed=job.seed,
+        precision=settings.precision, nhwc=settings.channels_last,
     ))
     metrics["params"] = float(sum(p.numel() for p in model.child_model(arch).parameters()))
     if math.isfinite(metrics.get("val_nme", math.nan)):
@@ -237,10 +243,15 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
         "epochs": s.supernet_epochs, "batch_size": s.batch_size, "lr": s.lr, "k_children": s.k_children,
         "channels": s.channels, "num_workers": config.training.train_workers, "use_gpu": config.training.use_gpu,
         "cpus_per_worker": config.training.cpus_per_worker, "bn_recalibration_batches": s.bn_recalibration_batches,
+        # precision (resolved) and channels_last only where not fp32 / off: the protocol and the supernet's
+        # identity of a plain run stay what they were before these keys existed
+        **{key: value for key, value in config.training.protocol().items() if key in ("precision", "channels_last")},
     }
     main, other = s.sampling, ("uniform" if s.sampling == "mnus" else "mnus")
     samplings = [main] + ([other] if s.ablation else [])
     trainer_resources = {"cpu": 0.25, "gpu": 0} if config.training.train_workers > 1 else None
+    # One-shot evaluations run in the trial's process: on its GPU with training.use_gpu (0 otherwise).
+    oneshot_resources = {"cpu": 1, "gpu": config.resources.gpus_per_trial}
 
     def job(stage: str, supernet_stage: str | None = None, sampling: str | None = None) -> AlignmentJob:
         supernet = os.path.join(run_dir, supernet_stage, "supernet.pt") if supernet_stage else ""
@@ -270,7 +281,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
                 cooling=s.cooling, t0=s.t0, calibration=s.calibration, chains=s.chains,
             ),
             job=job(search, sup, sampling), trainable=oneshot_trial,
-            total=lambda _e: s.iterations * s.chains, resources={"cpu": 1, "gpu": 0},
+            total=lambda _e: s.iterations * s.chains, resources=oneshot_resources,
         ))
         stages.append(Stage(
             name=rand,
@@ -279,7 +290,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
                 metric="val_nme", mode="min", seed=config.seed,
             ),
             job=job(rand, sup, sampling), trainable=oneshot_trial,
-            total=evaluations(search), resources={"cpu": 1, "gpu": 0},
+            total=evaluations(search), resources=oneshot_resources,
         ))
 
     def winners(earlier: dict[str, Any]) -> list[str]:
@@ -306,7 +317,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
                 name=name,
                 make_searcher=lambda _e: FixedArchSearcher(children, epochs=1, metric="val_nme", mode="min"),
                 job=job(name, f"supernet{suffix(sampling)}", sampling), trainable=oneshot_trial,
-                total=lambda _e: len(children), resources={"cpu": 1, "gpu": 0},
+                total=lambda _e: len(children), resources=oneshot_resources,
             ))
         stages.append(Stage(
             name="tau_standalone",

@@ -10,7 +10,7 @@ import warnings
 
 from orchestrator.errors import UserError
 
-__all__ = ["NAMESPACE", "check_address", "check_dashboard", "check_storage", "start_ray", "stop_ray"]
+__all__ = ["NAMESPACE", "check_address", "check_dashboard", "check_gpus", "check_storage", "start_ray", "stop_ray"]
 
 NAMESPACE = "facenas"
 
@@ -105,6 +105,34 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     if dashboard and getattr(ctx, "dashboard_url", None):
         where += f"; dashboard at http://{ctx.dashboard_url}"
     return where
+
+
+def check_gpus(needed: float, *, asked_by: str) -> None:
+    """Refuse a config that needs GPUs when the Ray we run on has fewer (none, typically); Ray must be up.
+
+    Without the check such trials wait for a GPU forever (Tune keeps them pending) or train nothing.
+
+    Args:
+        needed: the most GPUs one trial needs at once (``ExperimentConfig.gpus_needed``); 0 checks nothing.
+        asked_by: the config keys that ask, for the message (e.g. ``"training.use_gpu: true"``).
+
+    Raises:
+        UserError: the cluster has fewer than ``needed`` GPUs (one line: what was asked, what there is, the fix).
+    """
+    if needed <= 0:
+        return
+    import ray
+
+    resources = ray.cluster_resources()
+    have = float(resources.get("GPU", 0.0))
+    if have >= needed:
+        return
+    shown = ", ".join(f"{key} {value:g}" for key, value in sorted(resources.items()) if key in ("CPU", "GPU"))
+    raise UserError(
+        f"{asked_by} needs {needed:g} GPU(s) a trial, but the Ray cluster has {have:g} ({shown or 'no resources'}); "
+        "set training.use_gpu: false (and resources.gpus_per_trial: 0) to train on CPUs, or attach to a "
+        "cluster with GPU nodes (--address)"
+    )
 
 
 def stop_ray() -> None:
