@@ -107,10 +107,15 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     return where
 
 
+GPUS_ON_DEMAND = "FACENAS_GPUS_ON_DEMAND"  # "1": GPU nodes come on demand, do not refuse a cluster without GPUs yet
+
+
 def check_gpus(needed: float, *, asked_by: str) -> None:
     """Refuse a config that needs GPUs when the Ray we run on has fewer (none, typically); Ray must be up.
 
-    Without the check such trials wait for a GPU forever (Tune keeps them pending) or train nothing.
+    Without the check such trials wait for a GPU forever (Tune keeps them pending) or train nothing. A
+    cluster whose autoscaler can add GPU nodes passes (its node types, as Ray publishes them, are asked),
+    and so does any cluster when ``FACENAS_GPUS_ON_DEMAND=1`` (an autoscaler that publishes nothing).
 
     Args:
         needed: the most GPUs one trial needs at once (``ExperimentConfig.gpus_needed``); 0 checks nothing.
@@ -119,20 +124,35 @@ def check_gpus(needed: float, *, asked_by: str) -> None:
     Raises:
         UserError: the cluster has fewer than ``needed`` GPUs (one line: what was asked, what there is, the fix).
     """
-    if needed <= 0:
+    if needed <= 0 or os.environ.get(GPUS_ON_DEMAND) == "1":
         return
     import ray
 
     resources = ray.cluster_resources()
     have = float(resources.get("GPU", 0.0))
-    if have >= needed:
+    if have >= needed or _autoscaler_gpus() >= needed:
         return
     shown = ", ".join(f"{key} {value:g}" for key, value in sorted(resources.items()) if key in ("CPU", "GPU"))
     raise UserError(
         f"{asked_by} needs {needed:g} GPU(s) a trial, but the Ray cluster has {have:g} ({shown or 'no resources'}); "
         "set training.use_gpu: false (and resources.gpus_per_trial: 0) to train on CPUs, or attach to a "
-        "cluster with GPU nodes (--address)"
+        f"cluster with GPU nodes (--address; {GPUS_ON_DEMAND}=1 when its autoscaler adds them on demand)"
     )
+
+
+def _autoscaler_gpus() -> float:
+    """The most GPUs the cluster's autoscaler may add (0 without an autoscaler, e.g. an embedded Ray).
+
+    Ray's own reading of the autoscaling config (``ray._private.state``, as Ray Data uses it); private,
+    so any failure reads as "none known".
+    """
+    try:
+        import ray._private.state
+
+        limits = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+        return float(limits.get("GPU", 0) or 0)
+    except Exception:
+        return 0.0
 
 
 def stop_ray() -> None:

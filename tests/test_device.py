@@ -300,6 +300,21 @@ def test_a_gpu_config_on_a_cluster_without_gpus_is_one_line_exit_2_nothing_creat
     assert not storage.exists()  # refused before the run directory was created
 
 
+def test_gpus_an_autoscaler_adds_on_demand_pass_the_check(monkeypatch) -> None:
+    import ray
+
+    from orchestrator import runtime
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(runtime, "_autoscaler_gpus", lambda: 8.0)  # e.g. clusters/gpu-cluster.yaml, 0-8 GPU nodes
+    runtime.check_gpus(2, asked_by="training.use_gpu: true")
+    monkeypatch.setattr(runtime, "_autoscaler_gpus", lambda: 0.0)
+    with pytest.raises(UserError, match="FACENAS_GPUS_ON_DEMAND=1 when its autoscaler adds them"):
+        runtime.check_gpus(2, asked_by="training.use_gpu: true")
+    monkeypatch.setenv("FACENAS_GPUS_ON_DEMAND", "1")
+    runtime.check_gpus(2, asked_by="training.use_gpu: true")  # the user says GPU nodes will come
+
+
 @pytest.mark.integration
 def test_a_gpu_config_is_refused_by_a_real_local_ray_without_gpus(tmp_path, capsys) -> None:
     import yaml
