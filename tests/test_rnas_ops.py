@@ -118,6 +118,16 @@ def test_search_cell_edge_normalisation_against_explicit_sum():
     torch.testing.assert_close(cell(s0, s1, w, eta), n0 + n1)
 
 
+def test_search_cell_on_two_first_inputs_equals_two_calls():
+    cell = SearchCell(4, 3, HYBRID_OPS, partial=2, attention=True, edge_norm=True).eval()
+    s0a, s0b, s1 = _x(requires_grad=False), _x(requires_grad=False) * -1.5, _x(requires_grad=False) * 2
+    w = torch.softmax(torch.randn(9, len(HYBRID_OPS)), -1)
+    eta = torch.randn(9)
+    both = cell.forward_many([s0a, s0b], s1, w, eta)
+    torch.testing.assert_close(both[0], cell(s0a, s1, w, eta))
+    torch.testing.assert_close(both[1], cell(s0b, s1, w, eta))
+
+
 SPECS = {
     "rnas": {},
     "darts_ops": {"ops": "darts"},

@@ -276,19 +276,34 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, op_weights: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """``op_weights``: (E, |ops|) softmax(alpha); ``eta``: (E,) raw edge logits."""
-        states = [s0, s1]
-        start = 0
+        return self.forward_many([s0], s1, op_weights, eta)[0]
+
+    def forward_many(self, firsts: list[torch.Tensor], s1: torch.Tensor, op_weights: torch.Tensor,
+                     eta: torch.Tensor) -> list[torch.Tensor]:
+        """The cell on each of several first inputs with one second input: ``[cell(s0, s1) for s0 in firsts]``.
+
+        Eq. 6 applies a state's cell to the "stay" and the "down" predecessor with the same ``I^{l-2}``;
+        the edges leaving that second input are computed once for both (the same values, and their
+        BatchNorm statistics are updated once per forward).
+        """
+        starts, start = [], 0
         for n in range(self.nodes):
-            count = n + 2
-            edge_w = torch.softmax(eta[start:start + count], dim=0) if self.edge_norm else None
-            node = 0
-            for i in range(count):
-                out = self.edges[start + i](states[i], op_weights[start + i])
-                node = node + (edge_w[i] * out if edge_w is not None else out)
-            states.append(node)
-            start += count
-        out = sum(states[2:])  # Eq. 3: the sum of the nodes
-        return self.attention(out) if self.attention is not None else out
+            starts.append(start)
+            start += n + 2
+        edge_ws = [torch.softmax(eta[b:b + n + 2], dim=0) if self.edge_norm else None for n, b in enumerate(starts)]
+        from_s1 = [self.edges[b + 1](s1, op_weights[b + 1]) for b in starts]  # input 1 of every node
+        outs = []
+        for s0 in firsts:
+            states = [s0, s1]
+            for n, b in enumerate(starts):
+                node = 0
+                for i in range(n + 2):
+                    out = from_s1[n] if i == 1 else self.edges[b + i](states[i], op_weights[b + i])
+                    node = node + (edge_ws[n][i] * out if edge_ws[n] is not None else out)
+                states.append(node)
+            out = sum(states[2:])  # Eq. 3: the sum of the nodes
+            outs.append(self.attention(out) if self.attention is not None else out)
+        return outs
 
 
 def _relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: tuple[int, int, int], affine: bool) -> nn.Sequential:
@@ -429,13 +444,10 @@ class RnasSupernet(nn.Module):
             for j in range(_reach(m, spec.levels) + 1):
                 cell = self.cells[f"{m}_{j}"]
                 pp = self.pre[f"{m}_{j}_pp"](before[min(j, max(before))])
-                total = 0
-                for kind in (0, 1):
-                    key = f"{m}_{j}_{kind}"
-                    if key in self.pre:
-                        prev = self.pre[key](last[j - kind])
-                        total = total + path_w[m - 1, j, kind] * cell(prev, pp, op_w, self.eta)
-                states[j] = total
+                kinds = [kind for kind in (0, 1) if f"{m}_{j}_{kind}" in self.pre]
+                prevs = [self.pre[f"{m}_{j}_{kind}"](last[j - kind]) for kind in kinds]
+                outs = cell.forward_many(prevs, pp, op_w, self.eta)
+                states[j] = sum(path_w[m - 1, j, kind] * out for kind, out in zip(kinds, outs))
             layers.append(states)
         final = layers[-1]
         return sum(head(final[j].mean(dim=(2, 3, 4))) for j, head in enumerate(self.heads))  # (B, classes)
