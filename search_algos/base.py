@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import math
 from abc import abstractmethod
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from search_algos.durable import write_text_durable
 
-__all__ = ["ArchSearcher", "score_of"]
+__all__ = ["ArchSearcher", "best_of", "score_from_json", "score_of", "score_to_json"]
 
 
 def score_of(result: dict[str, Any] | None, metric: str, mode: str, *, error: bool = False) -> float:
@@ -38,6 +39,38 @@ def score_of(result: dict[str, Any] | None, metric: str, mode: str, *, error: bo
     if not math.isfinite(value):
         return -math.inf
     return value if mode == "max" else -value
+
+
+# JSON has no infinities: a failed evaluation's score (-inf) is stored as null, so saved states are strict
+# JSON (state files written before this read back too: Python's json reads their -Infinity).
+def score_to_json(score: float) -> float | None:
+    """A score as strict JSON: finite scores unchanged, a failure (``-inf``, NaN) ``None``."""
+    return score if math.isfinite(score) else None
+
+
+def score_from_json(value: float | None) -> float:
+    """Inverse of :func:`score_to_json`: ``None`` is a failure (``-inf``)."""
+    return -math.inf if value is None else float(value)
+
+
+def best_of(scores: Mapping[int, float], config_of: Callable[[int], dict[str, Any]], metric: str,
+            mode: str) -> dict[str, Any] | None:
+    """The best finite score of ``scores`` as a plain dict, or ``None`` when none is finite.
+
+    Args:
+        scores: suggestion index -> score to maximise (:func:`score_of`; ``-inf`` for a failure).
+        config_of: suggestion index -> the config suggested (``{"arch", "epochs", ...}``).
+        metric, mode: the searcher's; ``value`` is in the metric's own units (``-score`` under ``min``).
+
+    Returns:
+        ``{"index", **config, "metric", "value"}``; ties keep the earliest index.
+    """
+    finite = [i for i, s in scores.items() if math.isfinite(s)]
+    if not finite:
+        return None
+    index = max(finite, key=lambda i: (scores[i], -i))
+    value = scores[index] if mode == "max" else -scores[index]
+    return {"index": index, **config_of(index), "metric": metric, "value": value}
 
 
 class ArchSearcher(Searcher):

@@ -6,7 +6,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search_algos.base import ArchSearcher
+from search_algos.base import ArchSearcher, best_of, score_from_json, score_to_json
 
 __all__ = ["FixedArchSearcher"]
 
@@ -18,6 +18,8 @@ class FixedArchSearcher(ArchSearcher):
     each suggestion carries its ``"seed"``: the paper reports final accuracies as means over runs, and
     one training of a small network on a small dataset is a noisy estimate of its accuracy.
 
+    Failed evaluations (an error, no result, a NaN or infinite metric) are never the best.
+
     Args:
         archs: architecture encodings (JSON text), evaluated in this order.
         epochs: training epochs of every evaluation.
@@ -26,7 +28,14 @@ class FixedArchSearcher(ArchSearcher):
     """
 
     def __init__(
-        self, archs: list[str], *, epochs: int, metric: str, mode: str, seed: int = 0, seeds: list[int] | None = None
+        self,
+        archs: list[str],
+        *,
+        epochs: int = 1,
+        metric: str,
+        mode: str,
+        seed: int = 0,
+        seeds: list[int] | None = None,
     ) -> None:
         if not archs:
             raise ValueError("archs must list at least one architecture")
@@ -48,7 +57,10 @@ class FixedArchSearcher(ArchSearcher):
         index = self._issued
         self._issued += 1
         self._live[trial_id] = index
-        suggestion = {"arch": self.archs[index], "epochs": self.epochs}
+        return self._config(index)
+
+    def _config(self, index: int) -> dict[str, Any]:
+        suggestion: dict[str, Any] = {"arch": self.archs[index], "epochs": self.epochs}
         if self.seeds is not None:
             suggestion["seed"] = self.seeds[index % len(self.seeds)]
         return suggestion
@@ -59,12 +71,18 @@ class FixedArchSearcher(ArchSearcher):
             self._scores[index] = self.score(result, error=error)
 
     def get_state(self) -> dict[str, Any]:
-        return {"issued": self._issued, "live": self._live, "scores": {str(k): v for k, v in self._scores.items()}}
+        scores = {str(k): score_to_json(v) for k, v in self._scores.items()}
+        return {"issued": self._issued, "live": self._live, "scores": scores}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._issued = int(state["issued"])
         self._live = {k: int(v) for k, v in state["live"].items()}
-        self._scores = {int(k): float(v) for k, v in state["scores"].items()}
+        self._scores = {int(k): score_from_json(v) for k, v in state["scores"].items()}
+
+    def best_result(self) -> dict[str, Any] | None:
+        """The best finished evaluation: ``{"index", "arch", "epochs", ["seed",] "metric", "value"}``
+        (``value`` in the metric's own units); ``None`` before the first finite result."""
+        return best_of(self._scores, self._config, self.metric, self.mode)
 
     def summary(self) -> dict[str, Any]:
         return {"evaluations": len(self._scores), "archs": len(self.archs) // len(self.seeds or [None])}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from search_algos.base import ArchSearcher
+from search_algos.base import ArchSearcher, best_of, score_from_json, score_to_json
 from search_algos.spaces.base import SearchSpace
 
 __all__ = ["RandomArchSearcher"]
@@ -20,11 +20,18 @@ __all__ = ["RandomArchSearcher"]
 class RandomArchSearcher(ArchSearcher):
     """Uniform random architectures, ``num_samples`` of them, each trained for ``epochs``.
 
+    Trials receive ``{"arch": <encoding JSON>, "epochs": int}``. Failed trials (an error, no result, a
+    NaN or infinite metric) are counted but never the best.
+
     Args:
         space: the search space to sample from.
-        num_samples: how many architectures to propose (the evaluation budget).
-        epochs: training epochs for every candidate.
+        num_samples: how many architectures to propose (the evaluation budget); ``None`` proposes until
+            Tune stops asking, so ``TuneConfig(num_samples=N)`` sets the budget (never ``-1`` then).
+        epochs: training epochs for every candidate (passed on in the config; the trainable decides).
         metric, mode, seed: see :class:`ArchSearcher`.
+
+    Raises:
+        ValueError: for ``num_samples`` or ``epochs`` below 1.
 
     Example:
         >>> searcher = RandomArchSearcher(GlobalSpace(d_min=3, d_max=6), num_samples=12, epochs=3,
@@ -37,14 +44,14 @@ class RandomArchSearcher(ArchSearcher):
         self,
         space: SearchSpace,
         *,
-        num_samples: int,
-        epochs: int,
+        num_samples: int | None = None,
+        epochs: int = 1,
         metric: str,
         mode: str,
-        seed: int,
+        seed: int = 0,
     ) -> None:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1 (or None: as many as Tune asks for), got {num_samples}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         super().__init__(metric=metric, mode=mode, seed=seed)
@@ -53,7 +60,7 @@ class RandomArchSearcher(ArchSearcher):
         self.epochs = epochs
         self._issued = 0
         self._live: dict[str, int] = {}
-        self._done: dict[int, float] = {}  # suggestion index -> score
+        self._done: dict[int, float] = {}  # suggestion index -> score (-inf: failed)
 
     def propose(self, index: int) -> dict[str, Any]:
         """The ``index``-th suggestion (deterministic in ``seed`` and ``index``)."""
@@ -62,7 +69,7 @@ class RandomArchSearcher(ArchSearcher):
         return {"arch": arch.to_json(), "epochs": self.epochs}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._issued >= self.num_samples:
+        if self.num_samples is not None and self._issued >= self.num_samples:
             return Searcher.FINISHED
         index = self._issued
         self._issued += 1
@@ -78,13 +85,19 @@ class RandomArchSearcher(ArchSearcher):
         return {
             "issued": self._issued,
             "live": self._live,
-            "done": {str(k): v for k, v in self._done.items()},
+            "done": {str(k): score_to_json(v) for k, v in self._done.items()},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._issued = int(state["issued"])
         self._live = {k: int(v) for k, v in state["live"].items()}
-        self._done = {int(k): float(v) for k, v in state["done"].items()}
+        self._done = {int(k): score_from_json(v) for k, v in state["done"].items()}
+
+    def best_result(self) -> dict[str, Any] | None:
+        """The best finished evaluation: ``{"index", "arch", "epochs", "metric", "value"}`` (``value`` in the
+        metric's own units); ``None`` before the first finite result. Ties keep the earliest."""
+        return best_of(self._done, self.propose, self.metric, self.mode)
 
     def summary(self) -> dict[str, Any]:
         return {"evaluations": len(self._done), "proposed": self._issued}
+

@@ -77,6 +77,54 @@ def test_fixed_searcher_trains_each_arch_once_per_seed():
         FixedArchSearcher(archs, epochs=5, metric="val_acc", mode="max", seeds=[1, 1])
 
 
+def _strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RandomArchSearcher(SPACE, num_samples=6, metric="val_acc", mode="min", seed=2),
+    lambda: FixedArchSearcher([GlobalArch.uniform(d, 8).to_json() for d in range(2, 8)], metric="val_acc", mode="min"),
+], ids=["random", "fixed"])
+def test_failures_never_win_and_the_state_stays_strict_json(make, tmp_path):
+    # NaN, +inf, -inf (the best value under min, were it believed), an error, then finite values
+    results = {0: {"val_acc": float("nan")}, 1: {"val_acc": float("inf")}, 2: {"val_acc": -math.inf}, 3: None,
+               4: {"val_acc": 7.0}, 5: {"val_acc": 5.0}}
+    searcher = make()
+    configs = _drain(searcher, results)
+    assert len(configs) == 6
+    best = searcher.best_result()
+    assert (best["index"], best["value"], best["metric"]) == (5, 5.0, "val_acc") and best["arch"] == configs[5]["arch"]
+    searcher.save(str(tmp_path / "state.json"))
+    assert _strict_json((tmp_path / "state.json").read_text())["state"]  # was -Infinity for the failures
+    again = make()
+    again.restore(str(tmp_path / "state.json"))
+    assert again.best_result() == best and again.summary() == searcher.summary()
+    fresh = make()
+    assert fresh.best_result() is None
+
+
+def test_random_searcher_without_num_samples_suggests_until_tune_stops_asking():
+    searcher = RandomArchSearcher(SPACE, metric="val_acc", mode="max")
+    configs = [searcher.suggest(f"t{i}") for i in range(40)]
+    reference = RandomArchSearcher(SPACE, num_samples=40, metric="val_acc", mode="max", seed=0)
+    assert configs == [reference.propose(i) for i in range(40)] and configs[0]["epochs"] == 1
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        RandomArchSearcher(SPACE, num_samples=0, metric="val_acc", mode="max")
+
+
+def test_a_state_file_written_before_strict_json_still_restores(tmp_path):
+    # earlier versions wrote a failed evaluation's score as -Infinity
+    path = tmp_path / "old.json"
+    path.write_text('{"class": "RandomArchSearcher", "state": {"issued": 2, "live": {}, '
+                    '"done": {"0": -Infinity, "1": 3.0}}}')
+    searcher = RandomArchSearcher(SPACE, num_samples=3, metric="val_acc", mode="max", seed=0)
+    searcher.restore(str(path))
+    assert searcher.best_result()["index"] == 1 and searcher.summary() == {"evaluations": 2, "proposed": 2}
+
+
 @pytest.mark.parametrize(
     ("result", "error", "expected"),
     [
