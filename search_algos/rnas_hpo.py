@@ -1,5 +1,9 @@
 """Optuna over RNAS-MER's architecture optimiser (learning rate, weight decay), with a trial budget.
 
+Paper: ``rnas-mer-micro-expression-nas.txt`` (in ``shared/papers``), §3 and Algorithm 1: alpha, eta and
+beta are optimised by gradient descent in the bilevel search; the paper gives no rate for that step,
+so its learning rate and weight decay are what this searcher tunes.
+
 Ray Tune's :class:`~ray.tune.search.optuna.OptunaSearch` suggests forever; facenas stages run a
 searcher until it says ``FINISHED`` (``num_samples=-1``), so this subclass stops after ``num_samples``
 suggestions and reports its best for ``best.json``. The count lives in the searcher's ``__dict__``,
@@ -50,14 +54,27 @@ class ArchLrSearch(OptunaSearch):
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        super().on_trial_complete(trial_id, result=result, error=error)
+        value = None if error else _finite((result or {}).get(self.metric))
+        # Optuna is told finite values only; anything else is a failed trial. Ray's OptunaSearch passes the
+        # value on as it is: Optuna refuses NaN (a warning, the trial left unfinished) but takes +-inf as a
+        # COMPLETE value, so TPE would take a trial reporting +inf (under max) for the best and sample near it.
+        super().on_trial_complete(trial_id, result=result if value is not None else None, error=value is None)
         config = self.live.pop(trial_id, {})
-        value = (result or {}).get(self.metric)
-        ok = not error and isinstance(value, (int, float)) and math.isfinite(value)
-        self.finished[trial_id] = {**config, "value": float(value) if ok else None}
+        self.finished[trial_id] = {**config, "value": value}
 
     def summary(self) -> dict[str, Any]:
         scored = [t for t in self.finished.values() if t["value"] is not None]
         sign = 1.0 if self.mode == "max" else -1.0
         best = max(scored, key=lambda t: sign * t["value"]) if scored else None
         return {"hpo": "optuna", "trials": len(self.finished), "best_hpo": best}
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (bools are not), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

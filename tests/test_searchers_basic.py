@@ -1,4 +1,4 @@
-"""Unit tests (no Ray runtime) of the random and fixed searchers, results helpers and RI."""
+"""Unit tests (no Ray runtime) of the random, fixed and RNAS-MER Optuna searchers, results helpers and RI."""
 
 from __future__ import annotations
 
@@ -123,6 +123,24 @@ def test_a_state_file_written_before_strict_json_still_restores(tmp_path):
     searcher = RandomArchSearcher(SPACE, num_samples=3, metric="val_acc", mode="max", seed=0)
     searcher.restore(str(path))
     assert searcher.best_result()["index"] == 1 and searcher.summary() == {"evaluations": 2, "proposed": 2}
+
+
+def test_arch_lr_search_tells_optuna_finite_values_only():
+    from search_algos.rnas_hpo import ArchLrSearch
+
+    searcher = ArchLrSearch(num_samples=6, arch_lr=(1e-4, 1e-2), arch_weight_decay=(1e-5, 1e-3), metric="val_uar",
+                            mode="max", seed=0)  # fmt: skip
+    reports = [{"val_uar": float("inf")}, {"val_uar": float("nan")}, None, {"val_uar": 0.4}, {"val_uar": -math.inf},
+               {"val_uar": 0.6}]  # fmt: skip
+    for i, result in enumerate(reports):
+        assert isinstance(searcher.suggest(f"t{i}"), dict)
+        searcher.on_trial_complete(f"t{i}", result, error=result is None)
+    study = searcher._ot_study
+    # +inf was a COMPLETE trial and Optuna's best (TPE then sampled around it); now every non-finite is a FAIL
+    assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == [0.4, 0.6]
+    assert study.best_value == 0.6 and searcher.summary()["best_hpo"]["value"] == 0.6
+    assert [t["value"] for t in searcher.finished.values()] == [None, None, None, 0.4, None, 0.6]
+    assert searcher.suggest("t6") == Searcher.FINISHED
 
 
 @pytest.mark.parametrize(
