@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ray.tune.search import Searcher
 
-from search_algos.ranker import PerformanceRanker, RankerSettings
+from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.detector import DetectorArch, DetectorNasSpace, HpoConfig
 from search_algos.transfer_ranker import TransferRankerSearcher, config_encoding
@@ -157,3 +157,70 @@ def test_config_encoding_of_detector_spaces():
     assert nodes.shape == graph.nodes.shape and np.array_equal(adj, adj.T)
     assert adj.sum() == 2 * len(graph.edges)
     assert stable_key(DetectorArch.mobilenet_v2().to_dict()) == DetectorArch.mobilenet_v2().key()
+
+
+class _VecSpace:
+    """A stand-in space: only ``from_json`` is used by the searcher."""
+
+    @staticmethod
+    def from_json(text: str) -> _Vec:
+        return _decode(text)
+
+
+def test_warm_start_equals_a_ranker_warmed_up_by_hand_and_takes_plain_arguments():
+    configs, offline, online = synthetic_world(n_offline=8, n_online=4)
+    pool = [_Vec(k, tuple(float(x) for x in v)).to_json() for k, v in configs.items()]
+    datasets = [{"dataset_id": t.dataset_id, "features": t.features} for t in online]
+    # a failed offline evaluation (NaN) is left out of the warm-up, as the pipeline's warm-up does
+    broken = [TaskResults(t.dataset_id, t.features, {**t.results, "c00": float("nan")}) for t in offline]
+    searcher = TransferRankerSearcher.warm_start(space=_VecSpace(), pool=pool, offline=broken, datasets=datasets,
+                                                 settings=SETTINGS, budget=4, metric="val_ap50", seed=3)
+    by_hand = PerformanceRanker(FEATURES, config_kind="vector", config_dim=6, settings=SETTINGS, seed=3)
+    by_hand.add_configs(configs)
+    by_hand.fit_offline([TaskResults(t.dataset_id, t.features, {k: v for k, v in t.results.items() if k != "c00"})
+                         for t in offline])  # fmt: skip
+    assert np.array_equal(searcher.ranker.parameters_vector(), by_hand.parameters_vector())
+    same = TransferRankerSearcher(ranker=by_hand, pool=pool, space=_VecSpace(), datasets=datasets, budget=4,
+                                  metric="val_ap50", seed=3)  # fmt: skip
+    assert [searcher.suggest(f"t{i}") for i in range(4)] == [same.suggest(f"t{i}") for i in range(4)]
+    assert np.array_equal(by_hand.parameters_vector(), same.ranker.parameters_vector())  # a copy is trained
+
+    with pytest.raises(ValueError, match="outside the pool.*expected"):
+        TransferRankerSearcher.warm_start(
+            space=_VecSpace(), pool=pool, metric="val_ap50", datasets=[{"dataset_id": "x", "features": {"a": 1.0}}],
+            offline=[TaskResults("o", {"a": 1.0, "b": 0.0, "c": 0.0}, {"nope": 0.5})],
+        )
+
+
+def test_exactly_one_ranker_and_one_decoder_are_asked_for():
+    state, pool, datasets, _truth = _setup()
+    with pytest.raises(ValueError, match="exactly one of ranker_state .* got neither.*exactly one of decode and space"):
+        TransferRankerSearcher(pool=pool, datasets=datasets, metric="val_ap50")
+    ranker = PerformanceRanker.from_state(state)
+    with pytest.raises(ValueError, match="got both.*got both"):
+        TransferRankerSearcher(ranker_state=state, ranker=ranker, pool=pool, decode=_decode, space=_VecSpace(),
+                               datasets=datasets, metric="val_ap50")  # fmt: skip
+
+
+def test_failed_and_invalid_results_keep_the_state_strict_json(tmp_path):
+    state, pool, datasets, truth = _setup()
+    searcher = _searcher(state, pool, datasets)
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    values = [float("nan"), float("inf"), -float("inf")]
+    for i, value in enumerate(values):
+        searcher.on_trial_complete(f"t{i}", {"val_ap50": value, "test_ap50": value})
+    _complete(searcher, "t3", configs[3], truth)
+    path = tmp_path / "state.json"
+    searcher.save(str(path))
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    json.loads(path.read_text(), parse_constant=refuse)  # NaN was written for the failed results
+    restored = _searcher(state, pool, datasets)
+    restored.restore(str(path))
+    assert restored.summary() == searcher.summary()
+    task = restored.summary()["tasks"][0]
+    assert task["best"] == json.loads(configs[3]["arch"])["name"]
+    assert sum(r["val"] is None for r in task["results"].values()) == 3
+    assert restored.suggest("t4") == searcher.suggest("t4")
