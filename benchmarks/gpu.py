@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import inspect
 import math
 import os
 import statistics
@@ -455,11 +456,18 @@ def measure_rnas(
             f_opt.step()
         return count * batch
 
+    # search_step's own precision argument once it has one (the device rule applied inside); else around it.
+    own_precision = "precision" in inspect.signature(search_step).parameters
+
     def search(count: int = steps) -> int:
         pairs = list(batches(count))
         for i, pair in enumerate(pairs):
-            with autocast(where, precision):
-                search_step(supernet, w_opt, a_opt, pair, pairs[(i + 1) % len(pairs)])
+            other = pairs[(i + 1) % len(pairs)]
+            if own_precision:
+                search_step(supernet, w_opt, a_opt, pair, other, precision=precision)
+            else:
+                with autocast(where, precision):
+                    search_step(supernet, w_opt, a_opt, pair, other)
         return count * batch
 
     return {

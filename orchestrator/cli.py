@@ -9,8 +9,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:  # the CLI imports the config module lazily (start-up time)
+    from orchestrator.config import ExperimentConfig
 
 __all__ = ["main"]
 
@@ -79,7 +83,7 @@ def _finish(paths, best: dict) -> None:
     print(f"best:    {paths.best}")
 
 
-def _start(config, *, address: str | None, dashboard: bool = False) -> None:
+def _start(config: ExperimentConfig, *, address: str | None, dashboard: bool = False) -> None:
     """Start (or attach to) Ray and refuse a config asking for more GPUs than it has (Ray stopped again)."""
     from orchestrator.runtime import check_gpus, start_ray, stop_ray
 
@@ -91,7 +95,8 @@ def _start(config, *, address: str | None, dashboard: bool = False) -> None:
         raise
 
 
-def _gpu_keys(config) -> str:
+def _gpu_keys(config: ExperimentConfig) -> str:
+    """The config keys that ask for GPUs, as the refusal names them."""
     keys = [f"training.use_gpu: {str(config.training.use_gpu).lower()}"]
     if config.training.train_workers > 1:
         keys.append(f"training.train_workers: {config.training.train_workers}")

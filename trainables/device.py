@@ -39,7 +39,7 @@ import contextlib
 import os
 import weakref
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,9 +62,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 """Values of a ``precision`` setting: ``auto`` is bf16 on a GPU and fp32 on the CPU."""
 
 _RESIDENT_SHARE = 0.5  # of the GPU's free memory a dataset may take and stay resident (activations need the rest)
-
-_Module = TypeVar("_Module", bound=nn.Module)
-
 
 def resolve_device(use_gpu: bool) -> torch.device:
     """The device a trainable runs on: the CPU, or with ``use_gpu`` this process's GPU.
