@@ -60,6 +60,8 @@ class MerJob:
     run: str
     stage: str
     storage_path: str  # RUN_DIR
+    use_gpu: bool = False  # trainables.device: train on the trial's GPU (its resources reserve one)
+    precision: str = "fp32"  # resolved: fp32 or bf16
 
 
 def _dataset(kwargs: dict[str, Any]):
@@ -89,7 +91,8 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
     settings = SearchSettings(**{**job.search, "seed": int(config.get("seed", job.seed)),
                                  **{k: float(config[k]) for k in ("arch_lr", "arch_weight_decay") if k in config}})
     spec = SupernetSpec(**job.spec, num_classes=data.num_classes)
-    identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id}
+    identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id,
+                **({"precision": job.precision} if job.precision != "fp32" else {})}  # fp32: as before
     checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints", f"search-{_digest(identity)}.pt")
     base = {"epochs": settings.epochs, "dataset_id": data.dataset_id, "stage": job.stage, "seed": settings.seed,
             "arch_lr": settings.arch_lr, "arch_weight_decay": settings.arch_weight_decay,
@@ -115,7 +118,8 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
         reported = True
 
     try:
-        final = run_search(data, spec, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
+        final = run_search(data, spec, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint),
+                           use_gpu=job.use_gpu, precision=job.precision)
     except FloatingPointError as exc:
         tune.report(_failed({**base, "arch": "", "arch_key": ""}, str(exc)))
         return
@@ -179,7 +183,8 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     base = {"arch": genotype.to_json(), "arch_key": arch_key, "epochs": settings.epochs, "dataset_id": data.dataset_id,
             "stage": job.stage, "fold": float(subject), "describe": f"fold {subject}: {label}", **described}
     key = (f"rnas/loso/{config['model']}/{subject}", arch_key, data.dataset_id, settings.epochs, job.seed)
-    protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels}
+    protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels,
+                **({"precision": job.precision} if job.precision != "fp32" else {})}  # fp32: stored rows still served
 
     def finish(result: dict[str, Any], cached: bool) -> None:
         write_json_atomic({"subject": subject, "truth": result["truth"], "predicted": result["predicted"],
@@ -203,7 +208,7 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     started = time.perf_counter()
     try:
         final = fit_fold(make, data, train_rows, test_rows, settings, on_epoch=on_epoch,
-                         resume_state=load_state(checkpoint))
+                         resume_state=load_state(checkpoint), use_gpu=job.use_gpu, precision=job.precision)
     except FloatingPointError as exc:
         tune.report(_failed(base, str(exc)))
         return
@@ -329,11 +334,12 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
               "arch_weight_decay": s.arch_weight_decay}
     fold = {"epochs": s.loso_epochs, "batch_size": s.loso_batch_size, "lr": s.loso_lr}
     subjects = sorted(int(v) for v in np.unique(data.subjects))
-    cpu = {"cpu": config.resources.cpus_per_trial, "gpu": 0}
+    cpu = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}  # gpu with training.use_gpu
 
     def job(stage: str, spec_changes: dict[str, Any] | None = None) -> MerJob:
         return MerJob(data=config.data.loader_kwargs(), spec={**spec, **(spec_changes or {})}, search=search,
                       fold=fold, retrain_channels=s.retrain_channels, seed=config.seed, store=store,
+                      use_gpu=config.training.use_gpu, precision=config.training.resolved_precision,
                       run=os.path.basename(run_dir), stage=stage, storage_path=run_dir)
 
     every_seed = s.tune_over == "seeds"

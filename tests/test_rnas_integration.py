@@ -141,3 +141,15 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
         epoch = history["epochs"][0]
         assert all(0.0 <= epoch[k] <= 1.0 for k in ("alpha_entropy", "eta_entropy", "beta_entropy", "train_uar", "val_uar"))
         assert history["stability"]["stable_epochs"] == 1
+
+
+def test_fold_and_search_run_under_bf16_autocast_on_cpu():
+    """The GPU path's precision (training.precision: bf16) on the CPU: finite losses, predictions made."""
+    ds = make_microexpr(**TINY)
+    train, test = np.flatnonzero(ds.subjects != 0), np.flatnonzero(ds.subjects == 0)
+    fold = fit_fold(lambda: BaselineC3D(2, num_classes=3), ds, train, test, FoldSettings(epochs=1, batch_size=4),
+                    precision="bf16")
+    assert np.isfinite(fold["train_loss"]) and len(fold["predicted"]) == len(test)
+    spec = SupernetSpec(channels=4, cells=2, nodes=2, levels=2, shared_kernels=True)
+    search = run_search(ds, spec, SearchSettings(epochs=1, batch_size=4), precision="bf16")
+    assert np.isfinite(search["train_loss"]) and np.isfinite(search["arch_loss"]) and search["genotype"]

@@ -9,7 +9,10 @@ subject's clips (leave-one-subject-out); the caller pools the predictions over f
 
 Both loops know nothing of Tune: they call ``on_epoch(metrics, state)`` after every epoch (the caller
 checkpoints ``state`` and reports), and continue from ``resume_state`` (a state passed to ``on_epoch``).
-Raises ``FloatingPointError`` when the loss diverges.
+Raises ``FloatingPointError`` when the loss diverges. Both follow the device rule of
+:mod:`trainables.device`: ``use_gpu`` trains on the trial's GPU with the clips resident there,
+``precision`` (``auto``: bf16 on a GPU, fp32 on the CPU) runs the forward passes under autocast, and the
+step loops read no value back from the device (losses are summed there and read once per epoch).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_algos.spaces.rnas import RnasGenotype
+from trainables.device import DeviceData, autocast, resolve_device, resolve_precision
 from trainables.mer_metrics import uar, uf1
 from trainables.microexpr import MicroExprDataset, subject_split
 from trainables.models.rnas import RnasSupernet, SupernetSpec
@@ -74,24 +78,34 @@ def _batches(rows: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.
     return [order[i:i + batch] for i in range(0, len(order), batch)]
 
 
-def _tensor(ds: MicroExprDataset, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(ds.clips[rows]), torch.from_numpy(ds.labels[rows])
+def _clips(ds: MicroExprDataset, device: torch.device) -> DeviceData:
+    """The clips ``(N, 1, T, H, W)`` and labels ``(N,)``, resident on ``device`` when they fit."""
+    return DeviceData(torch.from_numpy(ds.clips), torch.from_numpy(ds.labels), device=device)
+
+
+def _take(clips: DeviceData, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = clips.take(torch.from_numpy(np.asarray(rows)))
+    return x, y
 
 
 def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror each clip left-right with probability 1/2 (the three classes are left-right symmetric)."""
-    mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    """Mirror each clip left-right with probability 1/2 (the three classes are left-right symmetric).
+
+    The coin flips come from the CPU generator ``gen`` (the same on every device, so resumable)."""
+    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
     return torch.where(mask.view(-1, 1, 1, 1, 1), x.flip(-1), x)
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, ds: MicroExprDataset, rows: np.ndarray, batch: int) -> np.ndarray:
+def _predict(model: nn.Module, clips: DeviceData, rows: np.ndarray, batch: int, precision: str = "fp32") -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(rows), batch):
-        x, _ = _tensor(ds, rows[i:i + batch])
-        out.append(model(x).argmax(dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        x, _ = _take(clips, rows[i:i + batch])
+        with autocast(x.device, precision):
+            logits = model(x)
+        out.append(logits.argmax(dim=1))
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.int64)
 
 
 def _check_loss(loss: float, epoch: int) -> None:
@@ -99,26 +113,33 @@ def _check_loss(loss: float, epoch: int) -> None:
         raise FloatingPointError(f"loss became {loss} in epoch {epoch}; lower the learning rate")
 
 
-def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimisers: tuple[torch.optim.Optimizer, ...]) -> torch.Tensor:
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimisers: tuple[torch.optim.Optimizer, ...],
+          precision: str = "fp32") -> torch.Tensor:
     """Cross-entropy of ``batch`` with fresh gradients (every optimiser's gradients cleared first)."""
     for opt in optimisers:
         opt.zero_grad(set_to_none=True)
     x, y = batch
-    loss = F.cross_entropy(model(x), y)
+    with autocast(x.device, precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)  # in fp32 (a no-op cast under fp32)
     loss.backward()
     return loss.detach()
 
 
 def search_step(model: RnasSupernet, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                batch_a: tuple[torch.Tensor, torch.Tensor], batch_b: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-    """One alternation of Algorithm 1: ``w`` on a batch of A, then ``alpha, eta, beta`` on a batch of B."""
+                batch_a: tuple[torch.Tensor, torch.Tensor], batch_b: tuple[torch.Tensor, torch.Tensor], *,
+                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One alternation of Algorithm 1: ``w`` on a batch of A, then ``alpha, eta, beta`` on a batch of B.
+
+    Returns the two detached losses where they were computed (reading them is the caller's device sync).
+    """
     model.train()
-    loss_w = _loss(model, batch_a, (w_opt, a_opt))
+    loss_w = _loss(model, batch_a, (w_opt, a_opt), precision)
     nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
     w_opt.step()
-    loss_a = _loss(model, batch_b, (w_opt, a_opt))
+    loss_a = _loss(model, batch_b, (w_opt, a_opt), precision)
     a_opt.step()
-    return float(loss_w), float(loss_a)
+    return loss_w, loss_a
 
 
 def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
@@ -129,21 +150,27 @@ def _search_optimisers(model: RnasSupernet, s: SearchSettings) -> tuple[torch.op
 
 
 def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSettings, *,
-               on_epoch: OnEpoch | None = None, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+               on_epoch: OnEpoch | None = None, resume_state: dict[str, Any] | None = None,
+               use_gpu: bool = False, precision: str = "auto") -> dict[str, Any]:
     """Search for ``settings.epochs`` epochs; returns the last epoch's metrics.
 
     Every epoch's metrics (passed to ``on_epoch`` and kept in ``state["history"]``) are the search
     diagnostics: ``train_loss`` / ``arch_loss`` (means over the epoch's steps on A and B), ``train_uar``
     (supernet on A, eval mode), ``val_uar`` / ``val_uf1`` / ``val_acc`` (on B), the architecture
-    entropies (:meth:`RnasSupernet.entropy`) and the decoded ``genotype`` (JSON).
+    entropies (:meth:`RnasSupernet.entropy`) and the decoded ``genotype`` (JSON). ``use_gpu`` and
+    ``precision`` as :mod:`trainables.device` (not part of ``settings``: where a search runs does not
+    change what it is).
     """
+    device = resolve_device(use_gpu)
+    precision = resolve_precision(precision, gpu=device.type == "cuda")
     torch.manual_seed(settings.seed)
-    model = RnasSupernet(spec)
+    model = RnasSupernet(spec).to(device)
+    clips = _clips(ds, device)
     w_opt, a_opt, schedule = _search_optimisers(model, settings)
     rows_a, rows_b = subject_split(ds.subjects, settings.seed, settings.split_fraction)
     start, history = 1, []
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
+        model.load_state_dict(resume_state["model"])  # onto the model's device
         w_opt.load_state_dict(resume_state["w_opt"])
         a_opt.load_state_dict(resume_state["a_opt"])
         schedule.load_state_dict(resume_state["schedule"])
@@ -155,21 +182,22 @@ def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSetting
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
         batches_a = _batches(rows_a, settings.batch_size, rng)
         batches_b = _batches(rows_b, settings.batch_size, rng)
-        losses_w, losses_a = [], []
-        for i in range(max(len(batches_a), len(batches_b))):
-            xa, ya = _tensor(ds, batches_a[i % len(batches_a)])
-            xb, yb = _tensor(ds, batches_b[i % len(batches_b)])
-            lw, la = search_step(model, w_opt, a_opt, (_flip(xa, gen), ya), (_flip(xb, gen), yb))
-            _check_loss(lw + la, epoch)
-            losses_w.append(lw)
-            losses_a.append(la)
+        steps = max(len(batches_a), len(batches_b))
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed on the device: no sync per step
+        for i in range(steps):
+            xa, ya = _take(clips, batches_a[i % len(batches_a)])
+            xb, yb = _take(clips, batches_b[i % len(batches_b)])
+            lw, la = search_step(model, w_opt, a_opt, (_flip(xa, gen), ya), (_flip(xb, gen), yb), precision=precision)
+            sums += torch.stack([lw, la]).double()
+        mean_w, mean_a = (sums / steps).tolist()
+        _check_loss(mean_w + mean_a, epoch)
         schedule.step()
-        predicted = _predict(model, ds, rows_b, settings.batch_size)
+        predicted = _predict(model, clips, rows_b, settings.batch_size, precision)
         truth = ds.labels[rows_b]
-        train_predicted = _predict(model, ds, rows_a, settings.batch_size)
+        train_predicted = _predict(model, clips, rows_a, settings.batch_size, precision)
         genotype = model.genotype()
         metrics = {
-            "epoch": epoch, "train_loss": float(np.mean(losses_w)), "arch_loss": float(np.mean(losses_a)),
+            "epoch": epoch, "train_loss": mean_w, "arch_loss": mean_a,
             "train_uar": uar(ds.labels[rows_a], train_predicted, ds.num_classes),
             "val_uar": uar(truth, predicted, ds.num_classes), "val_uf1": uf1(truth, predicted, ds.num_classes),
             "val_acc": float(np.mean(truth == predicted)), **model.entropy(), "genotype": genotype.to_json(),
@@ -184,14 +212,19 @@ def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSetting
 
 def fit_fold(make_model: Callable[[], nn.Module], ds: MicroExprDataset, train_rows: np.ndarray, test_rows: np.ndarray,
              settings: FoldSettings, *, on_epoch: OnEpoch | None = None,
-             resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+             resume_state: dict[str, Any] | None = None, use_gpu: bool = False, precision: str = "auto") -> dict[str, Any]:
     """Train on ``train_rows``, predict ``test_rows`` (Algorithm 1's training stage, one subject left out).
+
+    ``use_gpu`` and ``precision`` as :mod:`trainables.device`.
 
     Returns:
         ``{"epoch", "train_loss", "predicted": list[int], "truth": list[int], "fold_acc"}``.
     """
+    device = resolve_device(use_gpu)
+    precision = resolve_precision(precision, gpu=device.type == "cuda")
     torch.manual_seed(settings.seed)
-    model = make_model()
+    model = make_model().to(device)
+    clips = _clips(ds, device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
     start = 1
@@ -205,21 +238,26 @@ def fit_fold(make_model: Callable[[], nn.Module], ds: MicroExprDataset, train_ro
         model.train()
         rng = np.random.default_rng([settings.seed, epoch])
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
-        losses = []
+        loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for rows in _batches(train_rows, settings.batch_size, rng):
             if len(rows) < 2:  # BatchNorm needs two clips
                 continue
-            x, y = _tensor(ds, rows)
+            x, y = _take(clips, rows)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(_flip(x, gen)), y)
-            _check_loss(float(loss.detach()), epoch)
+            with autocast(device, precision):
+                logits = model(_flip(x, gen))
+            loss = F.cross_entropy(logits.float(), y)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            loss_sum += loss.detach().double()  # read once per epoch, not per step
+            steps += 1
+        train_loss = float(loss_sum) / steps if steps else math.nan
+        if steps:
+            _check_loss(train_loss, epoch)  # a diverged step makes the epoch's mean non-finite
         schedule.step()
-        predicted = _predict(model, ds, test_rows, settings.batch_size)
+        predicted = _predict(model, clips, test_rows, settings.batch_size, precision)
         truth = ds.labels[test_rows]
-        result = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+        result = {"epoch": epoch, "train_loss": train_loss,
                   "predicted": [int(p) for p in predicted], "truth": [int(t) for t in truth],
                   "fold_acc": float(np.mean(predicted == truth)) if len(truth) else math.nan}
         state = {"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
