@@ -83,7 +83,7 @@ def _failed(base: dict[str, Any], error: str) -> dict[str, Any]:
 
 def search_trial(config: dict[str, Any], job: MerJob) -> None:
     """Algorithm 1's search and decode stages; reports every epoch's ``val_uar`` and genotype (``arch``)."""
-    from trainables.models.rnas import RnasSupernet, SupernetSpec, count_params
+    from trainables.models.rnas import MODEL_REVISION, RnasSupernet, SupernetSpec, count_params
     from trainables.rnas_search import SearchSettings, run_search
 
     torch.set_num_threads(1)
@@ -91,8 +91,8 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
     settings = SearchSettings(**{**job.search, "seed": int(config.get("seed", job.seed)),
                                  **{k: float(config[k]) for k in ("arch_lr", "arch_weight_decay") if k in config}})
     spec = SupernetSpec(**job.spec, num_classes=data.num_classes)
-    identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id,
-                **({"precision": job.precision} if job.precision != "fp32" else {})}  # fp32: as before
+    identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id, "model": MODEL_REVISION,
+                **({"precision": job.precision} if job.precision != "fp32" else {})}
     checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints", f"search-{_digest(identity)}.pt")
     base = {"epochs": settings.epochs, "dataset_id": data.dataset_id, "stage": job.stage, "seed": settings.seed,
             "arch_lr": settings.arch_lr, "arch_weight_decay": settings.arch_weight_decay,
@@ -162,10 +162,12 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     """Train the searched network or the baseline on all subjects but ``config["fold"]``; predict that one.
 
     ``config``: ``{"arch": genotype JSON, "model": "searched" | "baseline", "fold": subject index}``.
-    Reports the fold's own ``val_uar`` each epoch; writes the final predictions to ``_folds/``.
+    Reports the fold's own ``val_uar`` each epoch; writes the final predictions to
+    ``_folds/<genotype key>/`` (the baseline's under the key of the genotype it is size-matched to).
     """
     from search_algos.spaces.rnas import RnasGenotype
     from trainables.mer_metrics import uar
+    from trainables.models.rnas import MODEL_REVISION
     from trainables.microexpr import loso_folds
     from trainables.rnas_search import FoldSettings, fit_fold
 
@@ -184,6 +186,8 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
             "stage": job.stage, "fold": float(subject), "describe": f"fold {subject}: {label}", **described}
     key = (f"rnas/loso/{config['model']}/{subject}", arch_key, data.dataset_id, settings.epochs, job.seed)
     protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels,
+                # the searched network's code revision (the baseline's is unchanged: its rows are still served)
+                **({"model_revision": MODEL_REVISION} if config["model"] == "searched" else {}),
                 **({"precision": job.precision} if job.precision != "fp32" else {})}  # fp32: stored rows still served
 
     def finish(result: dict[str, Any], cached: bool) -> None:
@@ -196,8 +200,10 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     if hit is not None and "predicted" in hit["metrics"]:
         finish(hit["metrics"], cached=True)
         return
+    # one file per trial: two genotypes may be size-matched to the same baseline width and train at once
+    owner = "" if config["model"] == "searched" else f"-g{genotype.key()[:12]}"
     checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints",
-                              f"{config['model']}-{arch_key}-f{subject}-e{settings.epochs}-s{job.seed}.pt")
+                              f"{config['model']}-{arch_key}{owner}-f{subject}-e{settings.epochs}-s{job.seed}.pt")
 
     def on_epoch(result: dict[str, Any], state: dict[str, Any]) -> None:
         save_state(state, checkpoint)
@@ -319,7 +325,7 @@ def _best_search_row(outcome: Any) -> dict[str, Any] | None:
 def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
     """The RNAS-MER stages, the selector of ``best.json``'s row, and its extra figures.
 
-    Returns ``(stages, select, extras)``: ``select`` gives a fold row of the searched network's LOSO;
+    Returns ``(stages, select, extras)``: ``select`` gives a LOSO fold row of the search's pick;
     ``extras`` the pooled UAR/UF1 of the searched network, the baseline and each ablation (and prints them).
     """
     from orchestrator.pipeline import Stage
@@ -398,44 +404,81 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
         """A fold row of the selected genotype (the best search trial's, by its validation UAR on B)."""
         frame = outcomes["loso"].frame
         ok = frame[frame["status"] == "ok"]
+        if ok.empty:
+            return None
         best = _best_search_row(outcomes["search"])
         chosen = ok[ok["arch"] == best["arch"]] if best is not None else ok
-        return None if ok.empty else (chosen if not chosen.empty else ok).iloc[0].to_dict()
+        if chosen.empty:  # every fold of the search's pick failed: say so rather than switch in silence
+            print("warning: no LOSO fold of the selected genotype finished; best.json names another seed's "
+                  "genotype", flush=True)
+            chosen = ok
+        return chosen.iloc[0].to_dict()
 
     def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
         return rnas_figures(outcomes, run_dir=run_dir, num_classes=data.num_classes, subjects=len(subjects),
-                            ablations=list(s.ablations), baseline=s.baseline)
+                            ablations=list(s.ablations), baseline=s.baseline, every_seed=every_seed)
 
     return stages, select, extras
 
 
+def _adopt_flat_folds(folds_dir: str, genotype_key: str) -> None:
+    """Move fold files of the layout before per-genotype folders (``_folds/fold-NNN.json``, written when
+    only the search's pick was retrained) into ``_folds/<its key>/``, so a resumed old run pools them."""
+    flat = sorted(f for f in os.listdir(folds_dir) if f.endswith(".json")) if os.path.isdir(folds_dir) else []
+    if not flat:
+        return
+    target = os.path.join(folds_dir, genotype_key)
+    os.makedirs(target, exist_ok=True)
+    for name in flat:
+        if not os.path.exists(os.path.join(target, name)):  # a fold retrained after the resume wins
+            os.replace(os.path.join(folds_dir, name), os.path.join(target, name))
+        else:
+            os.remove(os.path.join(folds_dir, name))
+
+
 def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
-                 baseline: bool) -> dict[str, Any]:
+                 baseline: bool, every_seed: bool = True) -> dict[str, Any]:
     """``best.json``'s RNAS-MER figures, printed as a small table.
 
-    ``uar`` / ``uf1`` pool the LOSO predictions of every retrained search seed (one seed: that seed's);
-    ``per_seed`` has each seed's genotype, its search validation UAR, its LOSO figures and those of its
-    size-matched baseline; ``selected`` is the genotype the search picks (best validation UAR on B).
+    ``uar`` / ``uf1`` (and ``baseline``'s) pool the LOSO predictions of every retrained search seed, a
+    genotype that two seeds decoded counting once per seed (with Optuna, ``every_seed=False``: the
+    search's pick alone); ``per_seed`` has each seed's genotype, its search validation UAR, its LOSO
+    figures and those of its size-matched baseline; ``params`` / ``model_size_mb`` are those of
+    ``genotype``, the search's pick (best validation UAR on Train B).
+
+    Raises:
+        UserError: no LOSO fold of the searched network finished (every fold failed).
     """
-    searches = _searched_genotypes(outcomes["search"])
+    from orchestrator.errors import UserError
+
     best_search = _best_search_row(outcomes["search"])
+    searches = _searched_genotypes(outcomes["search"])
+    if not every_seed:
+        searches = [r for r in searches if best_search is not None and r["arch"] == best_search["arch"]][:1]
     loso_dir = os.path.join(run_dir, "loso", "_folds")
     base_dir = os.path.join(run_dir, "baseline_loso", "_folds")
+    if best_search is not None:
+        for folder in (loso_dir, base_dir):
+            _adopt_flat_folds(folder, best_search["arch_key"])
     retrained = [r for r in searches if os.path.isdir(os.path.join(loso_dir, r["arch_key"]))]
-    keys = list(dict.fromkeys(r["arch_key"] for r in retrained))
-    main = pooled_figures([os.path.join(loso_dir, k) for k in keys], num_classes) or {}
+    main = pooled_figures([os.path.join(loso_dir, r["arch_key"]) for r in retrained], num_classes) or {}
+    if main.get("uar") is None:
+        raise UserError(f"no LOSO fold of the searched network finished; see {os.path.join(run_dir, 'loso')} "
+                        "for the errors, then `facenas resume` the run")
     per_seed = []
     for r in retrained:
-        entry = {"seed": r["seed"], "arch_key": r["arch_key"], "genotype": json.loads(r["arch"]),
-                 "search_val_uar": r["val_uar"], "selected": best_search is not None and r["arch"] == best_search["arch"],
+        entry = {"seed": None if r["seed"] is None else int(r["seed"]), "arch_key": r["arch_key"],
+                 "genotype": json.loads(r["arch"]), "search_val_uar": r["val_uar"],
+                 "selected": best_search is not None and r["arch"] == best_search["arch"],
                  **(pooled_figures(os.path.join(loso_dir, r["arch_key"]), num_classes) or {})}
         if baseline:
             entry["baseline"] = pooled_figures(os.path.join(base_dir, r["arch_key"]), num_classes) or {}
         per_seed.append(entry)
+    selected = next((e for e in per_seed if e["selected"]), per_seed[0])
     history = search_history(os.path.join(run_dir, "search"))
     out: dict[str, Any] = {
-        "metric": "uar", "value": main.get("uar"), "uar": main.get("uar"), "uf1": main.get("uf1"),
-        "params": main.get("params"), "model_size_mb": main.get("model_size_mb"), "loso": main,
+        "metric": "uar", "value": main["uar"], "uar": main["uar"], "uf1": main["uf1"],
+        "params": selected["params"], "model_size_mb": selected["model_size_mb"], "loso": main,
         "space": "rnas", "subjects": subjects, "per_seed": per_seed, "search_history": history,
         "genotype": json.loads(best_search["arch"]) if best_search else None,
         "search_val_uar": None if best_search is None else best_search["value"],
@@ -450,39 +493,40 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
 
     def line(label: str, figures: dict[str, Any]) -> None:
         if figures.get("uar") is None:
-            lines.append(f"  {label:<24} no result")
+            lines.append(f"  {label:<30} no result")
             return
-        lines.append(f"  {label:<24} UAR={figures['uar']:.4f}  UF1={figures['uf1']:.4f}  "
+        lines.append(f"  {label:<30} UAR={figures['uar']:.4f}  UF1={figures['uf1']:.4f}  "
                      f"params={figures['params']:,}  size={figures['model_size_mb']:.2f} MB")
 
     for h in history:
         st = h["stability"]
         last = h["epochs"][-1] if h["epochs"] else {}
-        lines.append(f"  search seed {h.get('seed')}: {len(h['epochs'])} epochs, val UAR {last.get('val_uar', math.nan):.4f}, "
+        who = f"seed {h.get('seed')}" + ("" if every_seed else f", arch_lr {h.get('arch_lr', math.nan):.2g}")
+        lines.append(f"  search {who}: {len(h['epochs'])} epochs, val UAR {last.get('val_uar', math.nan):.4f}, "
                      f"entropy alpha/eta/beta {last.get('alpha_entropy', math.nan):.3f}/"
                      f"{last.get('eta_entropy', math.nan):.3f}/{last.get('beta_entropy', math.nan):.3f}, "
                      f"genotype unchanged over the last {st['stable_epochs']} epochs")
     if len(per_seed) > 1:
         for entry in per_seed:
-            mark = " (selected)" if entry["selected"] else ""
-            line(f"seed {entry['seed']}: RNAS-MER{mark}", entry)
+            line(f"seed {entry['seed']}: RNAS-MER{' (selected)' if entry['selected'] else ''}", entry)
             if baseline:
-                line(f"seed {entry['seed']}: baseline", entry["baseline"])
-        label = f"RNAS-MER ({len(per_seed)} seeds)"
+                line(f"seed {entry['seed']}: baseline 3D CNN", entry["baseline"])
+        line(f"RNAS-MER ({len(per_seed)} seeds pooled)", main)
     else:
-        label = "RNAS-MER (searched)"
-    line(label, main)
+        line("RNAS-MER (searched)", main)
     if baseline:
-        out["baseline"] = pooled_figures([os.path.join(base_dir, k) for k in keys], num_classes) or {}
-        line("baseline 3D CNN", out["baseline"])
+        out["baseline"] = pooled_figures([os.path.join(base_dir, r["arch_key"]) for r in retrained], num_classes) or {}
+        line("baseline 3D CNN" + (f" ({len(per_seed)} pooled)" if len(per_seed) > 1 else ""), out["baseline"])
     if ablations:
         out["ablations"] = {}
         for name in ablations:
             folder = os.path.join(run_dir, f"loso_{name}", "_folds")
-            subdirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))) if os.path.isdir(folder) else []
-            figures = pooled_figures([os.path.join(folder, d) for d in subdirs], num_classes) or {}
             row = _best_search_row(outcomes[f"search_{name}"])
-            out["ablations"][name] = {**figures, "genotype": json.loads(row["arch"]) if row else None}
-            line(f"ablation {name}", figures)
+            figures = None
+            if row is not None:
+                _adopt_flat_folds(folder, row["arch_key"])
+                figures = pooled_figures(os.path.join(folder, row["arch_key"]), num_classes)
+            out["ablations"][name] = {**(figures or {}), "genotype": json.loads(row["arch"]) if row else None}
+            line(f"ablation {name}", figures or {})
     print("\n".join(lines), flush=True)
     return out

@@ -105,3 +105,68 @@ def test_the_report_plots_the_search_history():
     plots = search_plots(RunView(frame=pd.DataFrame(), best=best))
     assert [title for title, _ in plots] == ["search diagnostics per epoch", "decoded genotype per epoch"]
     assert search_plots(RunView(frame=pd.DataFrame(), best={})) == []
+
+
+class _Outcome:
+    def __init__(self, rows: list[dict]) -> None:
+        import pandas as pd
+
+        self.frame = pd.DataFrame(rows)
+
+
+def _search_rows(*seeds_and_cells) -> list[dict]:
+    rows = []
+    for i, (seed, cell, value) in enumerate(seeds_and_cells):
+        g = RnasGenotype(path=(0, 1), cell=cell, levels=2)
+        rows.append({"trial_id": f"t{i}", "status": "ok", "arch": g.to_json(), "arch_key": g.key(), "value": value,
+                     "params": 1.0, "metrics": json.dumps({"seed": float(seed), "arch_lr": 3e-3})})
+    return rows
+
+
+def _folds_of(run, stage: str, key: str, truth_pred: list[tuple[list[int], list[int]]], params: int) -> None:
+    for subject, (truth, predicted) in enumerate(truth_pred):
+        _fold(run / stage / "_folds" / key, subject, truth, predicted, params)
+
+
+def test_figures_per_seed_and_pooled_over_seeds(tmp_path, capsys):
+    from orchestrator.rnas import rnas_figures
+    from trainables.mer_metrics import uar
+
+    rows = _search_rows((0, CELL, 0.5), (1, OTHER, 0.6), (2, CELL, 0.4))  # seeds 0 and 2 decode the same genotype
+    k_cell, k_other = rows[0]["arch_key"], rows[1]["arch_key"]
+    _folds_of(tmp_path, "loso", k_cell, [([0, 1], [0, 1]), ([2], [2])], 100)
+    _folds_of(tmp_path, "loso", k_other, [([0, 1], [1, 1]), ([2], [0])], 300)
+    _folds_of(tmp_path, "baseline_loso", k_cell, [([0, 1], [0, 0]), ([2], [2])], 110)
+    _folds_of(tmp_path, "baseline_loso", k_other, [([0, 1], [0, 1]), ([2], [2])], 290)
+    out = rnas_figures({"search": _Outcome(rows)}, run_dir=str(tmp_path), num_classes=3, subjects=2, ablations=[],
+                       baseline=True)
+    assert [(e["seed"], e["selected"]) for e in out["per_seed"]] == [(0, False), (1, True), (2, False)]
+    # pooled over the three seeds: the genotype of seeds 0 and 2 counts twice
+    truth = [0, 1, 2] * 2 + [0, 1, 2]
+    pred = [0, 1, 2, 1, 1, 0, 0, 1, 2]
+    assert out["uar"] == pytest.approx(uar(truth, pred, 3)) and out["value"] == out["uar"]
+    assert out["params"] == 300 and out["genotype"] == json.loads(rows[1]["arch"])  # the search's pick's own size
+    assert out["per_seed"][1]["baseline"]["uar"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "seed 1: RNAS-MER (selected)" in printed and "RNAS-MER (3 seeds pooled)" in printed
+
+
+def test_figures_adopt_the_flat_fold_files_of_an_older_run(tmp_path):
+    from orchestrator.rnas import rnas_figures
+
+    rows = _search_rows((0, CELL, 0.5))
+    for stage in ("loso", "baseline_loso"):  # the layout before per-genotype folders
+        _fold(tmp_path / stage / "_folds", 0, [0, 1], [0, 1], 100)
+    out = rnas_figures({"search": _Outcome(rows)}, run_dir=str(tmp_path), num_classes=3, subjects=1, ablations=[],
+                       baseline=True)
+    assert out["uar"] == pytest.approx(1.0) and out["baseline"]["folds"] == 1
+    assert (tmp_path / "loso" / "_folds" / rows[0]["arch_key"] / "fold-000.json").is_file()
+
+
+def test_figures_refuse_a_run_whose_searched_folds_all_failed(tmp_path):
+    from orchestrator.errors import UserError
+    from orchestrator.rnas import rnas_figures
+
+    with pytest.raises(UserError, match="no LOSO fold of the searched network finished"):
+        rnas_figures({"search": _Outcome(_search_rows((0, CELL, 0.5)))}, run_dir=str(tmp_path), num_classes=3,
+                     subjects=1, ablations=[], baseline=False)

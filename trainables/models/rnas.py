@@ -38,6 +38,7 @@ from search_algos.spaces.rnas import (
 )
 
 __all__ = [
+    "MODEL_REVISION",
     "Attention3d",
     "BaselineC3D",
     "MixedOp",
@@ -51,6 +52,11 @@ __all__ = [
     "make_op",
     "model_size_mb",
 ]
+
+
+MODEL_REVISION = 2
+"""Bumped when the networks of a genotype compute something else (2: Eq. 4's added attention gates, was
+CBAM's sequential ones). Stored LOSO results and search checkpoints of another revision are not reused."""
 
 
 # -- operations (Table 1 and DARTS in 3D) ------------------------------------------------------------
