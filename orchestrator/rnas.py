@@ -430,10 +430,11 @@ def _adopt_flat_folds(folds_dir: str, genotype_key: str) -> None:
     target = os.path.join(folds_dir, genotype_key)
     os.makedirs(target, exist_ok=True)
     for name in flat:
+        source = os.path.join(folds_dir, name)
         if not os.path.exists(os.path.join(target, name)):  # a fold retrained after the resume wins
-            os.replace(os.path.join(folds_dir, name), os.path.join(target, name))
-        else:
-            os.remove(os.path.join(folds_dir, name))
+            with open(source) as fh:
+                write_json_atomic(json.load(fh), Path(target) / name)  # durable before the old file goes
+        os.remove(source)
 
 
 def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
