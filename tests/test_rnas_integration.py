@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def test_cli_run_prints_loso_figures_for_searched_network_and_baseline(tmp_path)
     config = write_config(tmp_path, "rnas", CONFIG)
     proc = facenas("run", str(config), "--storage", str(tmp_path / "runs"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RNAS-MER (searched)      UAR=" in proc.stdout and "baseline 3D CNN          UAR=" in proc.stdout
+    assert re.search(r"RNAS-MER \(searched\)\s+UAR=", proc.stdout) and re.search(r"baseline 3D CNN\s+UAR=", proc.stdout)
     run = tmp_path / "runs" / "rnas"
     frame = pd.read_parquet(run / "results.parquet")
     assert list(dict.fromkeys(frame["stage"])) == ["search", "loso", "baseline_loso"]
