@@ -498,7 +498,7 @@ class TrainingConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    """A Ray Tune trial scheduler for the stages it applies to (``orchestrator.hpo``)."""
+    """A Ray Tune trial scheduler for the stages it applies to (``orchestrator.schedulers``)."""
 
     name: Literal["none", "asha", "hyperband", "pbt"] = "none"
     grace_period: int = Field(1, ge=1)  # epochs a trial trains before ASHA may stop it
@@ -545,7 +545,7 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    hpo: dict[str, Any] = Field(default_factory=dict)  # training key -> [kind, ...]; see orchestrator.hpo
+    hpo: dict[str, Any] = Field(default_factory=dict)  # training key -> [kind, ...]; see search_algos.hpo
 
     @model_validator(mode="before")
     @classmethod
@@ -594,7 +594,7 @@ class ExperimentConfig(_Section):
     @field_validator("hpo")
     @classmethod
     def _hpo(cls, space: dict[str, Any]) -> dict[str, Any]:
-        from orchestrator.hpo import hpo_problems
+        from search_algos.hpo import hpo_problems
 
         problems = hpo_problems(space)
         if problems:

@@ -162,7 +162,7 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         "seed": seed,
     }
     key = (job.space, arch.key(), data.dataset_id, epochs, seed)
-    # Hyper-parameters drawn for this trial (config `hpo`, orchestrator.hpo) replace the stage's protocol.
+    # Hyper-parameters drawn for this trial (config `hpo`, search_algos.hpo) replace the stage's protocol.
     training = {**job.training, **config.get("hpo", {})}
     hit = lookup_same_protocol(job.store, key, training)
     if hit is not None:

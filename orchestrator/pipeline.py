@@ -63,7 +63,8 @@ class Stage:
         resources: overrides of the trial's resources (``{"cpu": ..., "gpu": ...}``).
         metric, mode: the stage's own reported value, when not the experiment's (a supernet's loss).
         tunable: trials train a candidate for several epochs and report each, and the searcher accepts
-            trials stopped early: the config's ``scheduler`` and ``hpo`` apply (``orchestrator.hpo``).
+            trials stopped early: the config's ``scheduler`` and ``hpo`` apply (``orchestrator.schedulers``,
+            ``search_algos.hpo``).
     """
 
     name: str
@@ -329,7 +330,7 @@ def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any
     """The stage's searcher; on a tunable stage with an ``hpo`` space, wrapped to draw hyper-parameters too."""
     searcher = stage.make_searcher(earlier)
     if stage.tunable and hpo:
-        from orchestrator.hpo import HpoSearcher
+        from search_algos.hpo import HpoSearcher
 
         return HpoSearcher(searcher, hpo, seed=searcher.seed)
     return searcher
@@ -338,7 +339,7 @@ def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any
 def _scheduler(stage: Stage, settings: dict[str, Any] | None, searcher: Any, metric: str, mode: str) -> Any:
     if not (stage.tunable and settings):
         return None
-    from orchestrator.hpo import build_scheduler
+    from orchestrator.schedulers import build_scheduler
 
     inner = getattr(searcher, "inner", searcher)
     return build_scheduler(settings, metric=metric, mode=mode, max_epochs=getattr(inner, "epochs", None))

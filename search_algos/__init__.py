@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
     from search_algos.base import ArchSearcher, score_of
     from search_algos.fixed import FixedArchSearcher
+    from search_algos.hpo import HpoSearcher
     from search_algos.macro_micro import MacroMicroSearcher, MacroMicroSettings
     from search_algos.random_search import RandomArchSearcher
     from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "RankerSettings": "search_algos.ranker",
     "TaskResults": "search_algos.ranker",
     "ArchLrSearch": "search_algos.rnas_hpo",
+    "HpoSearcher": "search_algos.hpo",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -99,7 +99,7 @@ def global_run(root: Path, *, searcher: str = "macro_micro", seed: int = 0, hpo:
         space = GlobalSpace(d_min=2, d_max=6, w_min=8, w_max=16, w_step=4)
         s = RandomArchSearcher(space, num_samples=6, epochs=2, metric="val_acc", mode="max", seed=seed)
         if hpo:
-            from orchestrator.hpo import HpoSearcher
+            from search_algos.hpo import HpoSearcher
 
             raw["hpo"] = {"lr": ["loguniform", 0.001, 0.1], "batch_size": ["choice", 16, 32]}
             s = HpoSearcher(s, raw["hpo"], seed=seed)

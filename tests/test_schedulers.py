@@ -14,7 +14,7 @@ from ray.tune.search import Searcher
 from orchestrator.cli import main
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import UserError
-from orchestrator.hpo import HpoSearcher, hpo_problems
+from search_algos.hpo import HpoSearcher, hpo_problems
 from search_algos.random_search import RandomArchSearcher
 from search_algos.spaces import GlobalSpace, decode_arch
 from tests.cli_driver import evaluations_stored, facenas

@@ -162,7 +162,7 @@ def _arch_lr() -> Searcher:
 
 
 def _hpo() -> Searcher:
-    from orchestrator.hpo import HpoSearcher
+    from search_algos.hpo import HpoSearcher
     from search_algos import RandomArchSearcher
 
     inner = RandomArchSearcher(_global_space(), num_samples=12, metric=METRIC, mode="max", seed=2)
@@ -386,8 +386,8 @@ def test_searchers_are_importable_from_the_package_without_tune_for_spaces() -> 
     code = (
         "import sys, search_algos.spaces\n"
         "assert 'ray.tune' not in sys.modules and 'optuna' not in sys.modules, 'spaces pulled in Tune'\n"
-        "from search_algos import (ArchLrSearch, FixedArchSearcher, MacroMicroSearcher, RandomArchSearcher,\n"
-        "                          SAMOSSearcher, TransferRankerSearcher)\n"
+        "from search_algos import (ArchLrSearch, FixedArchSearcher, HpoSearcher, MacroMicroSearcher,\n"
+        "                          RandomArchSearcher, SAMOSSearcher, TransferRankerSearcher)\n"
         "import search_algos\n"
         "assert all(hasattr(search_algos, n) for n in search_algos.__all__)\n"
         "assert 'torch' not in sys.modules\n"

@@ -1,20 +1,14 @@
-"""Schedulers and an Optuna hyper-parameter sub-space beside the architecture (config ``scheduler``, ``hpo``).
+"""Optuna-sampled training hyper-parameters beside the architecture: :class:`HpoSearcher` (config ``hpo``).
 
-Two independent additions to the stages whose trials train a candidate for several epochs and report
-every epoch (``Stage.tunable``; the ``random`` searcher's search stage):
+:class:`HpoSearcher` wraps an architecture searcher: the architecture still comes from it, and for every
+trial an Optuna sampler (TPE, seeded) draws the training hyper-parameters of the ``hpo`` space, which the
+trial uses instead of its usual training values; Optuna is told each trial's final metric. The drawn values
+travel in the trial config as ``{"hpo": {...}}``. The pipeline wraps the searcher of every stage whose
+trials train a candidate for several epochs (``Stage.tunable``) when the config has an ``hpo`` section; in
+plain Ray Tune code, wrap any :class:`~search_algos.base.ArchSearcher` yourself and read
+``config["hpo"]`` in the trainable.
 
-- **scheduler**: a Ray Tune trial scheduler (:func:`build_scheduler`): ``asha``
-  (``AsyncHyperBandScheduler``: a trial below the top ``1/reduction_factor`` of its rung at
-  ``grace_period * reduction_factor**k`` epochs is stopped) or ``hyperband`` (synchronous HyperBand).
-  A stopped trial keeps the metric of its last reported epoch; its row in results.parquet says so
-  (``epochs`` = the epochs it trained, ``error`` = ``stopped early by <name> ...``). It is never written
-  to the benchmark store (only whole trainings are).
-- **hpo**: :class:`HpoSearcher` wraps the stage's architecture searcher: the architecture still comes
-  from it, and for every trial an Optuna sampler (TPE, seeded) draws the training hyper-parameters of
-  the ``hpo`` space, which the trial uses instead of the ``training`` section's values; Optuna is told
-  each trial's final metric. The drawn values travel in the trial config as ``{"hpo": {...}}``.
-
-``hpo`` syntax (a mapping of ``training`` keys to a distribution)::
+``hpo`` syntax (a mapping of training keys, :data:`HPO_KEYS`, to a distribution)::
 
     hpo:
       lr: [loguniform, 1.0e-3, 0.1]     # float on a log scale, low > 0
@@ -33,7 +27,7 @@ from ray.tune.search import Searcher
 
 from search_algos.base import ArchSearcher
 
-__all__ = ["HPO_KEYS", "HpoSearcher", "build_scheduler", "distributions", "hpo_problems"]
+__all__ = ["HPO_KEYS", "HpoSearcher", "distributions", "hpo_problems"]
 
 # training keys a trial may take from the hpo space, and whether each must be an integer
 HPO_KEYS: dict[str, bool] = {"lr": False, "momentum": False, "weight_decay": False, "batch_size": True, "cutout": True}
@@ -81,35 +75,6 @@ def distributions(space: dict[str, list[Any]]) -> dict[str, optuna.distributions
         else:
             out[key] = optuna.distributions.FloatDistribution(float(args[0]), float(args[1]), log=kind == "loguniform")
     return out
-
-
-def build_scheduler(settings: dict[str, Any], *, metric: str, mode: str, max_epochs: int | None) -> Any:
-    """The Tune scheduler of a ``scheduler`` section, or None for ``name: none``.
-
-    Args:
-        settings: the section (``name, grace_period, reduction_factor, brackets, max_t``).
-        metric, mode: what the stage optimises.
-        max_epochs: the stage's training length (the default ``max_t``); ``training_iteration`` counts
-            reported epochs.
-    """
-    from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler
-
-    name = settings["name"]
-    if name == "none":
-        return None
-    max_t = settings.get("max_t") or max_epochs or 100
-    if name == "asha":
-        return AsyncHyperBandScheduler(
-            time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-            grace_period=min(settings["grace_period"], max_t), reduction_factor=settings["reduction_factor"],
-            brackets=settings["brackets"],
-        )
-    if name == "hyperband":
-        return HyperBandScheduler(
-            time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
-            reduction_factor=settings["reduction_factor"],
-        )
-    raise ValueError(f"unknown scheduler {name!r}")
 
 
 class HpoSearcher(ArchSearcher):
