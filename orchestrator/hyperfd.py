@@ -38,13 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from ray import tune
-from ray.tune.search import Searcher
 
 from orchestrator.evaluate import cached_dataset, lookup_same_protocol, record
 from orchestrator.pipeline import Stage, StageOutcome
 from orchestrator.results import pick_best, write_json_atomic
-from search_algos.base import ArchSearcher
 from search_algos.durable import write_text_durable
+from search_algos.fixed import FixedArchSearcher
 from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
 from search_algos.spaces import decode_arch
 from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
@@ -300,33 +299,11 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
 # The benchmark build
 
 
-class JobListSearcher(ArchSearcher):
-    """Hands out a fixed list of trial configs in order (the benchmark's missing rows); JSON state."""
-
-    def __init__(self, jobs: Sequence[dict[str, Any]], *, metric: str = METRIC, mode: str = "max") -> None:
-        super().__init__(metric=metric, mode=mode, seed=0)
-        self.jobs = [dict(j) for j in jobs]
-        self._issued = 0
-        self._done = 0
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._issued >= len(self.jobs):
-            return Searcher.FINISHED
-        self._issued += 1
-        return dict(self.jobs[self._issued - 1])
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self._done += 1
-
-    def get_state(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "issued": self._issued, "done": self._done}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.jobs = [dict(j) for j in state["jobs"]]
-        self._issued, self._done = int(state["issued"]), int(state["done"])
-
-    def summary(self) -> dict[str, Any]:
-        return {"evaluations": self._done, "planned": len(self.jobs)}
+def job_searcher(jobs: Sequence[dict[str, Any]], *, epochs: int) -> FixedArchSearcher:
+    """Hands out ``jobs`` (``{"arch", "dataset_id", ...}``: the benchmark's missing rows, a search's picks)
+    in order, each trained for ``epochs``; their list is in the searcher's state."""
+    return FixedArchSearcher([j["arch"] for j in jobs], epochs=epochs, metric=METRIC, mode="max",
+                             extras=[{"dataset_id": j["dataset_id"]} for j in jobs])  # fmt: skip
 
 
 def _same_protocol(row: dict[str, Any], plan: Plan, space: str) -> bool:
@@ -352,7 +329,7 @@ def benchmark_stage(plan: Plan, space: str, store: Any, *, run: str, name: str) 
     jobs = functools.lru_cache(maxsize=1)(lambda: tuple(json.dumps(j, sort_keys=True) for j in missing_jobs(plan, space, store)))
     return Stage(
         name=name,
-        make_searcher=lambda _earlier: JobListSearcher([json.loads(j) for j in jobs()]),
+        make_searcher=lambda _earlier: job_searcher([json.loads(j) for j in jobs()], epochs=plan.epochs),
         job=job,
         total=lambda _earlier: len(jobs()),
         trainable=evaluate_detector,
@@ -721,10 +698,10 @@ def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], 
         job = DetectorJob(space, {dataset.dataset_id: recipe}, protocol, config.seed, store, run, name,
                           device_settings(config.training))  # fmt: skip
 
-        def searcher(_earlier: dict[str, Any]) -> JobListSearcher:
+        def searcher(_earlier: dict[str, Any]) -> FixedArchSearcher:
             chosen = picks(space)
-            return JobListSearcher([{"arch": a, "epochs": s.epochs, "dataset_id": dataset.dataset_id}
-                                    for a in chosen["warm"] + chosen["random"]])  # fmt: skip
+            jobs = [{"arch": a, "dataset_id": dataset.dataset_id} for a in chosen["warm"] + chosen["random"]]
+            return job_searcher(jobs, epochs=s.epochs)
 
         return Stage(name=name, make_searcher=searcher, job=job, total=lambda _e: s.num_samples,
                      trainable=evaluate_detector, metric=METRIC, mode="max")  # fmt: skip

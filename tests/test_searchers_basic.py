@@ -77,6 +77,50 @@ def test_fixed_searcher_trains_each_arch_once_per_seed():
         FixedArchSearcher(archs, epochs=5, metric="val_acc", mode="max", seeds=[1, 1])
 
 
+
+def test_fixed_searcher_extras_ride_with_each_suggestion_and_its_list_is_restored(tmp_path):
+    # HyperFD's benchmark rows: one architecture on several datasets, the list of missing rows in the state
+    a, b = (GlobalArch.uniform(d, 8).to_json() for d in (2, 3))
+    jobs = [{"arch": a, "epochs": 2, "dataset_id": "d0"}, {"arch": a, "epochs": 2, "dataset_id": "d1"},
+            {"arch": b, "epochs": 2, "dataset_id": "d0"}]  # fmt: skip
+
+    def make(rows):
+        return FixedArchSearcher([j["arch"] for j in rows], epochs=2, metric="val_ap50", mode="max",
+                                 extras=[{"dataset_id": j["dataset_id"]} for j in rows])  # fmt: skip
+
+    full = make(jobs)
+    assert _drain(full) == jobs and full.summary() == {"evaluations": 3, "archs": 3}
+    first = make(jobs)
+    assert first.suggest("t0") == jobs[0]
+    first.on_trial_complete("t0", {"val_ap50": 0.5})
+    first.save(str(tmp_path / "state.json"))
+    # rebuilt after the first row was stored: the caller's list is shorter, the saved one wins
+    second = make(jobs[1:])
+    second.restore(str(tmp_path / "state.json"))
+    assert _drain(second, {0: {"val_ap50": 0.25}, 1: {"val_ap50": 0.75}}) == jobs[1:]
+    assert second.summary() == full.summary()
+    assert second.best_result() == {"index": 2, **jobs[2], "metric": "val_ap50", "value": 0.75}
+    empty = make([])  # nothing left to evaluate: finished at once
+    assert empty.suggest("t0") == Searcher.FINISHED and empty.summary() == {"evaluations": 0, "archs": 0}
+    again = make([])
+    again.restore(str(tmp_path / "state.json"))
+    assert again.summary() == {"evaluations": 1, "archs": 3}
+    with pytest.raises(ValueError, match="at least one architecture"):
+        FixedArchSearcher([], metric="val_ap50", mode="max")
+    seeded = FixedArchSearcher([a], epochs=2, metric="val_ap50", mode="max", seeds=[4, 5], extras=[{"dataset_id": "d0"}])
+    assert _drain(seeded) == [{"arch": a, "epochs": 2, "dataset_id": "d0", "seed": s} for s in (4, 5)]
+
+
+def test_fixed_searcher_bad_extras_are_reported_together():
+    a = GlobalArch.uniform(2, 8).to_json()
+    with pytest.raises(ValueError) as err:
+        FixedArchSearcher([a, a], metric="val_acc", mode="max", extras=[{"epochs": 3, "seed": 1}])
+    assert str(err.value) == (
+        "invalid FixedArchSearcher extras: one mapping per architecture (len(extras) == len(archs)) must hold, "
+        "but got 1 extras for 2 archs; extras may not set the searcher's own keys ['arch', 'epochs', 'seed'], "
+        "but they set ['epochs', 'seed']"
+    )
+
 def _strict_json(text: str):
     def refuse(token):
         raise ValueError(f"not strict JSON: {token}")
