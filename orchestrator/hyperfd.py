@@ -15,7 +15,7 @@ Read top to bottom:
    then a durable store write). Rows already stored are skipped, so a build resumes where it stopped.
 3. The online protocol: per space, the ranker warms up on the offline rows (Algorithm 1, warm-up), then for
    each of ``orders`` random orders of the online domains one Tune stage driven by
-   :class:`search_algos.transfer_ranker.TransferRankerSearcher` (top-B, evaluate, update).
+   :class:`search_algos.hyperfd.TransferRankerSearcher` (top-B, evaluate, update).
 4. :func:`table7`: per domain, AP and normalized rank of HyperFD, random search (B random picks) and the
    best config of the reference domain, mean ± std over orders; printed, written as CSV and Markdown.
 
@@ -44,10 +44,9 @@ from orchestrator.pipeline import Stage, StageOutcome
 from orchestrator.results import pick_best, write_json_atomic
 from search_algos.durable import write_text_durable
 from search_algos.fixed import FixedArchSearcher
-from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
+from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher, config_encoding
 from search_algos.spaces import decode_arch
 from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
-from search_algos.transfer_ranker import TransferRankerSearcher, config_encoding
 
 __all__ = [
     "DetectorJob",

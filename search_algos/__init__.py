@@ -19,7 +19,7 @@ trainables do) must not import Ray Tune or Optuna.
 
 Dependency rule (DESIGN.md §2): searchers import ``search_algos.spaces`` and ``ray.tune``,
 never ``trainables`` nor ``orchestrator``; no module here imports torch at import time (HyperFD's
-ranker, :mod:`search_algos.ranker`, imports it on first use), so ``import search_algos`` and every
+ranker, :mod:`search_algos.hyperfd.ranker`, imports it on first use), so ``import search_algos`` and every
 module under it work without torch. ``tests/test_layers.py`` checks both.
 """
 
@@ -32,14 +32,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from search_algos.base import ArchSearcher, score_of
     from search_algos.fixed import FixedArchSearcher
     from search_algos.hpo import HpoSearcher
+    from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher
     from search_algos.macro_micro import MacroMicroSearcher, MacroMicroSettings
     from search_algos.random_search import RandomArchSearcher
-    from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
     from search_algos.rnas_hpo import ArchLrSearch
     from search_algos.samos import SAMOSSearcher
-    from search_algos.transfer_ranker import TransferRankerSearcher
 
-# public name -> the module that defines it
+# public name -> the module it is imported from (a sub-package re-exports its modules' names)
 _EXPORTS: dict[str, str] = {
     "ArchSearcher": "search_algos.base",
     "score_of": "search_algos.base",
@@ -48,10 +47,10 @@ _EXPORTS: dict[str, str] = {
     "SAMOSSearcher": "search_algos.samos",
     "MacroMicroSearcher": "search_algos.macro_micro",
     "MacroMicroSettings": "search_algos.macro_micro",
-    "TransferRankerSearcher": "search_algos.transfer_ranker",
-    "PerformanceRanker": "search_algos.ranker",
-    "RankerSettings": "search_algos.ranker",
-    "TaskResults": "search_algos.ranker",
+    "TransferRankerSearcher": "search_algos.hyperfd",
+    "PerformanceRanker": "search_algos.hyperfd",
+    "RankerSettings": "search_algos.hyperfd",
+    "TaskResults": "search_algos.hyperfd",
     "ArchLrSearch": "search_algos.rnas_hpo",
     "HpoSearcher": "search_algos.hpo",
 }

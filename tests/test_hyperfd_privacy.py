@@ -18,9 +18,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.store import BenchmarkStore
-from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
+from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher
 from search_algos.spaces.detector import DetectorHpoSpace, HpoConfig
-from search_algos.transfer_ranker import TransferRankerSearcher
 from trainables.detection_data import detection_meta_features, load_detection_domain
 
 WINDOW = 8  # consecutive pixel values that must not appear together anywhere

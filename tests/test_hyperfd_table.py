@@ -21,7 +21,7 @@ from orchestrator.hyperfd import (
     warm_start_configs,
 )
 from orchestrator.store import BenchmarkStore
-from search_algos.ranker import RankerSettings
+from search_algos.hyperfd import RankerSettings
 from search_algos.spaces.detector import DetectorHpoSpace, HpoConfig
 
 

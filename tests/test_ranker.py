@@ -11,7 +11,7 @@ import torch
 from scipy.stats import spearmanr
 from torch.nn import functional as nnf
 
-from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults, spearman
+from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, spearman
 
 torch.set_num_threads(1)
 

@@ -1,7 +1,7 @@
 """HyperFD's online search as a Ray Tune searcher: top-B configs per new dataset, then learn from them.
 
 Paper: ``papers/hyperfd-online-automl-face-detection-supplement.txt``, Algorithm 1 (inference and training
-of the online loop); the ranker is :class:`search_algos.ranker.PerformanceRanker`.
+of the online loop); the ranker is :class:`search_algos.hyperfd.ranker.PerformanceRanker`.
 
 The searcher walks a sequence of datasets ``d_1 .. d_N`` (known only by their meta-features: privacy). For
 ``d_t`` it suggests the ranker's top-B configs of the candidate pool as B trials; once all B finished it
@@ -21,7 +21,7 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from search_algos.base import ArchSearcher
-from search_algos.ranker import PerformanceRanker, RankerSettings, TaskResults
+from search_algos.hyperfd.ranker import PerformanceRanker, RankerSettings, TaskResults
 from search_algos.spaces.base import SearchSpace
 
 __all__ = ["OnlineDataset", "TransferRankerSearcher", "config_encoding"]

@@ -189,8 +189,8 @@ def _nets() -> SimpleNamespace:
     """Define the ranker's ``nn.Module`` classes on first use (the one place this module needs torch.nn).
 
     Each class is also bound as a module attribute of its own name (with a plain ``__qualname__``), so a
-    pickled ranker refers to ``search_algos.ranker._RankerNet`` exactly as when these classes were defined at
-    module level; :func:`__getattr__` defines them when an unpickler asks first.
+    pickled ranker refers to ``search_algos.hyperfd.ranker._RankerNet`` exactly as when these classes were
+    defined at module level; :func:`__getattr__` defines them when an unpickler asks first.
 
     Returns:
         A namespace with the classes ``Mlp``, ``GinEncoder`` and ``RankerNet``.
