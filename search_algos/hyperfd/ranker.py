@@ -33,34 +33,29 @@ this module as state is plain JSON (parameters as nested lists of float32 values
 
 Torch is imported on first use, never at import (DESIGN.md §2: ``import search_algos`` works without torch,
 so a driver that only plans or reads results needs no torch): the functions that train or run the ranker
-import it themselves, and the ``nn.Module`` classes are defined by :func:`_nets` on first use. Only
-constructing a :class:`PerformanceRanker` (or restoring one) needs torch installed.
+import it themselves, and the ``nn.Module`` classes are defined on first use
+(:func:`search_algos.hyperfd.networks.nets`). Only constructing a :class:`PerformanceRanker` (or restoring
+one) needs torch installed. What it learns from, as plain numpy (:class:`TaskResults`, rank correlations),
+is :mod:`search_algos.hyperfd.data`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from search_algos.hyperfd.data import TaskResults, shared_corr
+from search_algos.hyperfd.networks import nets
 
 if TYPE_CHECKING:  # annotations only: never executed, so importing this module needs no torch
     import torch
     from torch import nn
 
-__all__ = [
-    "GraphEncoding",
-    "PerformanceRanker",
-    "RankerSettings",
-    "TaskResults",
-    "spearman",
-]
-
-GraphEncoding = tuple[np.ndarray, np.ndarray]  # node features (N, F), adjacency (N, N) of 0/1
+__all__ = ["PerformanceRanker", "RankerSettings"]
 
 
 @dataclass(frozen=True)
@@ -142,138 +137,6 @@ class RankerSettings:
         return cls(**values)
 
 
-@dataclass
-class TaskResults:
-    """One dataset's evaluated configs: what the ranker learns from (never images).
-
-    Attributes:
-        dataset_id: the store's key of the dataset.
-        features: meta-features (name -> finite float).
-        results: config key -> validation AP.
-    """
-
-    dataset_id: str
-    features: dict[str, float]
-    results: dict[str, float] = field(default_factory=dict)
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); 0 when either side is constant."""
-    ra = _average_ranks(np.asarray(a, dtype=np.float64))
-    rb = _average_ranks(np.asarray(b, dtype=np.float64))
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    for value in np.unique(x):  # ties share their mean rank
-        tied = x == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Encoders
-
-
-_NET_CLASSES = ("_Mlp", "_GinEncoder", "_RankerNet")
-
-
-@functools.cache
-def _nets() -> SimpleNamespace:
-    """Define the ranker's ``nn.Module`` classes on first use (the one place this module needs torch.nn).
-
-    Each class is also bound as a module attribute of its own name (with a plain ``__qualname__``), so a
-    pickled ranker refers to ``search_algos.hyperfd.ranker._RankerNet`` exactly as when these classes were
-    defined at module level; :func:`__getattr__` defines them when an unpickler asks first.
-
-    Returns:
-        A namespace with the classes ``Mlp``, ``GinEncoder`` and ``RankerNet``.
-    """
-    import torch
-    from torch import nn
-    from torch.nn import functional as nnf
-
-    class _Mlp(nn.Module):
-        def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x)
-
-    class _GinEncoder(nn.Module):
-        """GIN (Xu et al. 2019) with a learnable epsilon per layer and one virtual node per layer (§B.5).
-
-        ``h_v <- MLP((1 + eps) h_v + sum_{u in N(v)} h_u + vn)``, where the virtual node ``vn`` of the layer
-        is an MLP of the sum of all node states of the previous layer, added back to every node (the two
-        virtual nodes of §B.5 for two layers). Readout: mean and max over real nodes -> linear.
-        """
-
-        def __init__(self, dim_in: int, hidden: int, layers: int, dropout: float) -> None:
-            super().__init__()
-            self.embed = nn.Linear(dim_in, hidden)
-            self.eps = nn.Parameter(torch.zeros(layers))
-            self.mlps = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
-            self.virtual = nn.ModuleList(_Mlp(hidden, hidden, hidden) for _ in range(layers))
-            self.dropout = nn.Dropout(dropout)
-            self.readout = nn.Linear(2 * hidden, hidden)
-
-        def forward(self, x: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            # x: (G, N, F), adj: (G, N, N), mask: (G, N) with 1 for real nodes
-            m = mask.unsqueeze(-1)  # (G, N, 1)
-            h = self.embed(x) * m  # (G, N, H)
-            for layer, (mlp, virtual) in enumerate(zip(self.mlps, self.virtual)):
-                vn = virtual(h.sum(dim=1))  # (G, H): aggregates every node of this layer
-                agg = (1 + self.eps[layer]) * h + adj @ h + vn.unsqueeze(1)  # (G, N, H)
-                h = self.dropout(nnf.relu(mlp(agg))) * m
-            count = m.sum(dim=1).clamp(min=1)  # (G, 1)
-            mean = h.sum(dim=1) / count  # (G, H)
-            peak = h.masked_fill(m == 0, -1e9).max(dim=1).values  # (G, H)
-            return self.readout(torch.cat([mean, peak], dim=1))  # (G, H)
-
-    class _RankerNet(nn.Module):
-        def __init__(self, n_features: int, config_dim: int, kind: str, settings: RankerSettings) -> None:
-            super().__init__()
-            h = settings.hidden
-            self.kind = kind
-            self.dataset = _Mlp(n_features, h, h)
-            if kind == "vector":
-                self.config = _Mlp(config_dim, h, h)
-            else:
-                self.config = _GinEncoder(config_dim, h, settings.gin_layers, settings.dropout)
-            self.head = _Mlp(3 * h, h, 1)
-
-        def encode_configs(self, batch: Any) -> torch.Tensor:
-            if self.kind == "vector":
-                return self.config(batch)  # (C, H)
-            x, adj, mask = batch
-            return self.config(x, adj, mask)  # (C, H)
-
-        def score(self, e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-            # e: (H,) one dataset embedding, h: (C, H) config embeddings -> (C,)
-            e = e.expand_as(h)
-            return self.head(torch.cat([e, h, e * h], dim=1)).squeeze(1)
-
-    for cls in (_Mlp, _GinEncoder, _RankerNet):
-        cls.__qualname__ = cls.__name__
-        globals()[cls.__name__] = cls
-    return SimpleNamespace(Mlp=_Mlp, GinEncoder=_GinEncoder, RankerNet=_RankerNet)
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: only reached for names the module does not have yet, i.e. the lazily defined torch classes.
-    if name in _NET_CLASSES:
-        _nets()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The ranker
 
@@ -317,7 +180,7 @@ class PerformanceRanker:
         import torch  # here, after the argument checks: bad arguments are reported even without torch
 
         torch.manual_seed(self.seed)
-        self.net = _nets().RankerNet(len(self.feature_names), self.config_dim, config_kind, self.settings)
+        self.net = nets().RankerNet(len(self.feature_names), self.config_dim, config_kind, self.settings)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.settings.lr)
         self._configs: dict[str, Any] = {}  # key -> vector (D,) or graph (x (N, F), adj (N, N))
         self._mean = np.zeros(len(self.feature_names))
@@ -442,7 +305,7 @@ class PerformanceRanker:
         corr = np.zeros((n, n))
         for i in range(n):
             for j in range(i + 1, n):
-                corr[i, j] = corr[j, i] = _shared_corr(self.offline[i].results, self.offline[j].results)
+                corr[i, j] = corr[j, i] = shared_corr(self.offline[i].results, self.offline[j].results)
         return corr
 
     # -- online update (Algorithm 1, training) -----------------------------------------------------------
@@ -598,7 +461,7 @@ class PerformanceRanker:
             corr = self._offline_corr[exclude].copy()
             corr[exclude] = np.nan
         else:
-            corr = np.array([_shared_corr(results, t.results, minimum=3) for t in self.offline])
+            corr = np.array([shared_corr(results, t.results, minimum=3) for t in self.offline])
         if np.all(np.isnan(corr)) or np.nanmax(corr) == np.nanmin(corr):
             return None
         return [int(np.nanargmax(corr)), int(np.nanargmin(corr))]
@@ -653,13 +516,6 @@ class PerformanceRanker:
         """All parameters flattened (for tests and diagnostics)."""
         import torch
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]).numpy()
-
-
-def _shared_corr(a: Mapping[str, float], b: Mapping[str, float], *, minimum: int = 2) -> float:
-    shared = sorted(set(a) & set(b))
-    if len(shared) < minimum:
-        return math.nan
-    return spearman([a[k] for k in shared], [b[k] for k in shared])
 
 
 # ----------------------------------------------------------------------------------------------------------

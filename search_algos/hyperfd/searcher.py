@@ -17,33 +17,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from ray.tune.search import Searcher
 
 from search_algos.base import ArchSearcher
-from search_algos.hyperfd.ranker import PerformanceRanker, RankerSettings, TaskResults
+from search_algos.hyperfd.data import TaskResults, config_encoding
+from search_algos.hyperfd.ranker import PerformanceRanker, RankerSettings
 from search_algos.spaces.base import SearchSpace
 
-__all__ = ["OnlineDataset", "TransferRankerSearcher", "config_encoding"]
+__all__ = ["OnlineDataset", "TransferRankerSearcher"]
 
 OnlineDataset = dict[str, Any]  # {"dataset_id": str, "name": str, "features": {name: float}}
-
-
-def config_encoding(arch: Any) -> Any:
-    """The ranker's view of a config: ``to_graph()`` (GIN) where the encoding has one, else ``to_vector()``.
-
-    Returns:
-        ``(nodes (N, F), adjacency (N, N))`` for a graph (edges made undirected: GIN sums over neighbours),
-        or a vector ``(D,)``.
-    """
-    if hasattr(arch, "to_graph"):
-        graph = arch.to_graph()
-        nodes = np.asarray(graph.nodes, dtype=np.float32)
-        adj = np.zeros((len(nodes), len(nodes)), dtype=np.float32)
-        for src, dst in np.asarray(graph.edges, dtype=np.int64).reshape(-1, 2):
-            adj[src, dst] = adj[dst, src] = 1.0
-        return nodes, adj
-    return np.asarray(arch.to_vector(), dtype=np.float32)
 
 
 class TransferRankerSearcher(ArchSearcher):
