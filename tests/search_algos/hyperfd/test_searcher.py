@@ -13,7 +13,7 @@ from ray.tune.search import Searcher
 from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher, config_encoding
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.detector import DetectorArch, DetectorNasSpace, HpoConfig
-from tests.test_ranker import FEATURES, synthetic_world
+from tests.search_algos.hyperfd.test_ranker import FEATURES, synthetic_world
 
 SETTINGS = RankerSettings(warmup_steps=60, iters_per_task=4, trans_iters=2)
 
