@@ -1,6 +1,6 @@
 """Every searcher as a library, through plain Ray Tune (issue 15, deliverables 2 and 3).
 
-Each searcher of ``search_algos`` (and the orchestrator's ``HpoSearcher`` wrapper) is built from plain
+Each searcher of ``search_algos`` (the ``HpoSearcher`` wrapper of Optuna draws included) is built from plain
 arguments, wrapped in Tune's ``ConcurrencyLimiter`` and run by a bare ``tune.Tuner`` over a function
 trainable of this module, without facenas's CLI or pipeline. Ray's invalid-value pattern
 (``ray/tune/tests/test_searchers.py``, ``InvalidValuesTest``): the trainable reports NaN, +inf or -inf,
