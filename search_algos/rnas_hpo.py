@@ -54,6 +54,10 @@ class ArchLrSearch(OptunaSearch):
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.live:
+            # not ours, or reported twice: ignored, as by every facenas searcher (Ray's OptunaSearch raises a
+            # bare KeyError for the first, and a repeat would overwrite the trial's record and value here)
+            return
         value = None if error else _finite((result or {}).get(self.metric))
         # Optuna is told finite values only; anything else is a failed trial. Ray's OptunaSearch passes the
         # value on as it is: Optuna refuses NaN (a warning, the trial left unfinished) but takes +-inf as a

@@ -222,7 +222,10 @@ class TransferRankerSearcher(ArchSearcher):
     def _learn(self, task: int) -> None:
         """Training part of Algorithm 1 for d_t, then move on to d_{t+1}."""
         d = self.datasets[task]
-        observed = {k: r["val"] for k, r in self._results[task].items() if math.isfinite(r["val"])}
+        # in suggestion order, not completion order: the B trials run side by side and finish in any order,
+        # and the ranker's update (float sums over the results) must not depend on which finished first
+        results = self._results[task]
+        observed = {k: results[k]["val"] for k in self._suggested[task] if math.isfinite(results[k]["val"])}
         if observed:  # a task whose B trials all failed teaches nothing
             self.ranker.observe(d["dataset_id"], d["features"], observed)
         self._task += 1
