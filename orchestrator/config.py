@@ -144,6 +144,7 @@ class MicroExprDataConfig(_Section):
     seed: int = Field(0, ge=0)
     max_motion: float = Field(2.0, gt=0, le=2.0)  # pixels at the apex
     noise: float = Field(0.02, ge=0, lt=1)
+    magnify: float = Field(0.0, ge=0, le=50)  # Eulerian magnification of every clip (paper §4.1); 0: off
 
     @model_validator(mode="after")
     def _check(self) -> MicroExprDataConfig:
@@ -155,6 +156,7 @@ class MicroExprDataConfig(_Section):
         """Keyword arguments of ``trainables.microexpr.load_microexpr``."""
         kwargs = self.model_dump()
         kwargs["name"] = kwargs.pop("dataset")
+        kwargs["magnify_factor"] = kwargs.pop("magnify")
         return kwargs
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from trainables.datasets import DatasetError
 from trainables.microexpr import (
-    CLASS_NAMES, load_microexpr, loso_folds, make_microexpr, microexpr_meta_features, subject_split,
+    CLASS_NAMES, load_microexpr, loso_folds, magnify, make_microexpr, microexpr_meta_features, subject_split,
     temporal_interpolate,
 )
 
@@ -37,6 +39,23 @@ def test_motion_is_subtle_and_class_specific():
     # Frame-to-frame change is small relative to the face's own contrast (a micro, not macro, expression).
     step = np.abs(np.diff(ds.clips[:, 0], axis=1)).mean()
     assert 0 < step < 0.5
+
+
+def test_magnification_amplifies_the_change_from_onset_per_clip(small):
+    assert magnify(small, 0) is small  # off: the same set, the same id
+    big = magnify(small, 8.0)
+    assert big.clips.shape == small.clips.shape and big.clips.dtype == np.float32
+    assert big.dataset_id != small.dataset_id and magnify(small, 8.0).dataset_id == big.dataset_id
+    np.testing.assert_allclose(big.clips.std(axis=(1, 2, 3, 4)), 1, atol=1e-3)  # standardised again
+    # Before re-standardising, clip i is I + 8 (I - I_0): its change from onset grows 9x relative to the onset frame.
+    change = lambda c: np.abs(c[:, 0, -1] - c[:, 0, 0]).mean() / c[:, 0, 0].std()
+    assert change(big.clips) > 3 * change(small.clips)
+    # Per clip: magnifying one clip alone gives the same result as magnifying it within the set.
+    one = dataclasses.replace(small, clips=small.clips[:1], labels=small.labels[:1], subjects=small.subjects[:1])
+    np.testing.assert_allclose(magnify(one, 8.0).clips[0], big.clips[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(DatasetError, match="magnify must be a number in"):
+        magnify(small, -1.0)
+    assert load_microexpr(subjects=12, episodes=4, frames=8, image_size=32, seed=3, magnify_factor=8.0).dataset_id == big.dataset_id
 
 
 def test_generator_rejects_bad_arguments():
