@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trainables.checks import DatasetError
 from trainables.datasets import (
     DATASETS,
-    DatasetError,
     ImageDataset,
     Split,
     dataset_names,

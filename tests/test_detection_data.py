@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainables import detection_data as dd
-from trainables.datasets import DatasetError
+from trainables.checks import DatasetError
 from trainables.detection_data import (
     CLUSTERINGS,
     DOMAINS,

@@ -14,7 +14,7 @@ import skimage.io
 
 from trainables import faces3d
 from trainables.alignment_metrics import landmarks_from_uv
-from trainables.datasets import DatasetError
+from trainables.checks import DatasetError
 from trainables.faces3d import (
     ALIGNMENT_DATASETS,
     NUM_LANDMARKS,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainables.datasets import DatasetError
+from trainables.checks import DatasetError
 from trainables.microexpr import (
     CLASS_NAMES, load_microexpr, loso_folds, magnify, make_microexpr, microexpr_meta_features, subject_split,
     temporal_interpolate,

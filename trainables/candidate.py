@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_algos.spaces.global_space import GlobalArch, count_params
+from trainables.checks import is_int, is_real
 from trainables.device import (
     DeviceData,
     autocast,
@@ -52,8 +53,6 @@ from trainables.train_loop import (
     batch_split_problems,
     check_resume_state,
     deterministic,
-    is_int,
-    is_real,
     load_resume_state,
     make_publisher,
     report_epoch,

@@ -38,17 +38,17 @@ import numpy as np
 
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.registry import Registry, UnknownNameError
+from trainables.checks import DatasetError, finite, is_int, is_real, one_line
+from trainables.faces import lfw_images
 
 __all__ = [
     "DATASETS",
-    "DatasetError",
     "DatasetSpec",
     "ImageDataset",
     "Split",
     "dataset_names",
     "load_dataset",
     "meta_features",
-    "sample_photograph",
 ]
 
 # Bump when the splitting or preprocessing procedure changes, so that old dataset_ids (and the benchmark
@@ -56,10 +56,6 @@ __all__ = [
 _SPLIT_VERSION = 1
 # meta_features reads at most this many train images: enough for stable statistics, cheap on CIFAR.
 _META_SAMPLE = 2000
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be loaded as asked; the one-line message names the problem and the fix."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,33 +300,23 @@ def _check_arguments(
     """Raise one DatasetError that lists every broken rule at once."""
     problems: list[str] = []
     for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not _is_real(value) or not 0.0 < value < 1.0:
+        if not is_real(value) or not 0.0 < value < 1.0:
             problems.append(f"0 < {arg} < 1 must hold, but got {arg}={value!r}")
-    if _is_real(val_fraction) and _is_real(test_fraction) and val_fraction + test_fraction >= 1.0:
+    if is_real(val_fraction) and is_real(test_fraction) and val_fraction + test_fraction >= 1.0:
         problems.append(
             f"val_fraction + test_fraction < 1 must hold (train needs samples), but got "
             f"val_fraction={val_fraction!r}, test_fraction={test_fraction!r}"
         )
-    if not _is_int(split_seed) or split_seed < 0:
+    if not is_int(split_seed) or split_seed < 0:
         problems.append(f"split_seed must be an int >= 0, but got split_seed={split_seed!r}")
     min_samples = 3 * spec.num_classes  # room for every class in train, val and test
-    if max_samples is not None and (not _is_int(max_samples) or max_samples < min_samples):
+    if max_samples is not None and (not is_int(max_samples) or max_samples < min_samples):
         problems.append(
             f"max_samples must be None or an int >= 3 * num_classes = {min_samples} for "
             f"{spec.name!r}, but got max_samples={max_samples!r}"
         )
     if problems:
         raise DatasetError(f"bad arguments for dataset {spec.name!r}: " + "; ".join(problems))
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and (
-        math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _resolve_folder(spec: DatasetSpec, path: str | None) -> Path | None:
@@ -359,7 +345,7 @@ def _resolve_folder(spec: DatasetSpec, path: str | None) -> Path | None:
         empty = not any(folder.iterdir())
     except OSError as err:
         raise DatasetError(
-            f"cannot list dataset folder {folder} ({_one_line(err)}); check its permissions"
+            f"cannot list dataset folder {folder} ({one_line(err)}); check its permissions"
         ) from None
     if empty:
         raise DatasetError(
@@ -532,11 +518,7 @@ def meta_features(ds: ImageDataset) -> dict[str, float]:
         "std_contrast": per_image_std.std(dtype=np.float64),
         "mean_gradient": (grad_h + grad_w) / 2.0,
     }
-    return {key: _finite(float(value)) for key, value in features.items()}
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+    return {key: finite(float(value)) for key, value in features.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -563,9 +545,7 @@ def _read_digits(folder: Path | None) -> _Source:
 
 
 def _read_lfw(folder: Path | None) -> _Source:
-    from skimage.data import lfw_subset
-
-    images = np.asarray(lfw_subset())  # (200, 25, 25) float64 on [0, 1]: 100 faces, then 100 non-faces
+    images = lfw_images()  # (200, 25, 25) float64 on [0, 1]: 100 faces, then 100 non-faces
     labels = np.where(np.arange(len(images)) < 100, 1, 0).astype(np.int64)  # 1 = "face"
     x = images[:, None].astype(np.float32)  # (N, 1, 25, 25)
     return _Source(x=x, y=labels, fingerprint=_array_fingerprint(images, labels))
@@ -612,14 +592,8 @@ def _read_bytes(file: Path) -> bytes:
         return file.read_bytes()
     except OSError as err:
         raise DatasetError(
-            f"cannot read dataset file {file} ({_one_line(err)}); check its permissions"
+            f"cannot read dataset file {file} ({one_line(err)}); check its permissions"
         ) from None
-
-
-def _one_line(err: BaseException | str) -> str:
-    text = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-    text = " ".join(str(text).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class _FileHasher:
@@ -705,7 +679,7 @@ def _parse_cifar_batch(content: bytes, file: Path) -> tuple[np.ndarray, np.ndarr
             f"contains (only numpy arrays are allowed); {_CIFAR_FIX}"
         ) from None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        _raise_cifar_corrupt(file, f"unreadable pickle, {_one_line(err)}")
+        _raise_cifar_corrupt(file, f"unreadable pickle, {one_line(err)}")
     if not isinstance(batch, dict):
         _raise_cifar_corrupt(file, f"holds a {type(batch).__name__}, not a dict")
     data = batch.get(b"data", batch.get("data"))
@@ -819,7 +793,7 @@ def _read_idx_file(file: Path) -> bytes:
         return gzip.decompress(content)
     except (OSError, EOFError, zlib.error) as err:
         raise DatasetError(
-            f"dataset file {file} is not a valid gzip file ({_one_line(err)}); {_MNIST_FIX}"
+            f"dataset file {file} is not a valid gzip file ({one_line(err)}); {_MNIST_FIX}"
         ) from None
 
 
@@ -910,19 +884,3 @@ DATASETS.register(
         read=_read_mnist,
     ),
 )
-
-
-def sample_photograph(name: str) -> np.ndarray:
-    """One of scikit-image's sample photographs (``skimage.data.<name>``), shipped with the package.
-
-    Returns:
-        (h, w, 3) float32 on [0, 1]; a grey photograph is repeated over the three channels and an
-        alpha channel is dropped. The generators composite faces onto these (DESIGN.md §4).
-    """
-    from skimage import data
-
-    image = np.asarray(getattr(data, name)())
-    image = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return image[:, :, :3]

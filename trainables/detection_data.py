@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from search_algos.spaces.base import stable_key
-from trainables.datasets import DatasetError, sample_photograph
+from trainables.checks import DatasetError, finite, integer_problem, is_plain_int
+from trainables.faces import lfw_faces, sample_photograph
 
 __all__ = [
     "CLUSTERINGS",
@@ -231,12 +232,10 @@ def load_detection_domain(
     problems = []
     if domain not in DOMAINS:
         problems.append(f"unknown detection domain {domain!r}; valid domains: {', '.join(domain_names())}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        problems.append(f"image_size must be an integer >= 32, got {image_size!r}")
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 10:
-        problems.append(f"n_images must be an integer >= 10, got {n_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        problems.append(f"seed must be an integer >= 0, got {seed!r}")
+    for name, value, low in (("image_size", image_size, 32), ("n_images", n_images, 10), ("seed", seed, 0)):
+        problem = integer_problem(name, value, low)
+        if problem:
+            problems.append(problem)
     if problems:
         raise DatasetError("; ".join(problems))
     return _generate(domain, seed, image_size, n_images)
@@ -267,16 +266,6 @@ def subset(ds: DetectionDataset, rows: dict[str, np.ndarray], *, name: str) -> D
 # --------------------------------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _lfw_faces() -> np.ndarray:
-    """(100, 25, 25) float32 on [0, 1]: the faces of ``lfw_subset`` (its first 100 images)."""
-    from skimage.data import lfw_subset
-
-    faces = np.asarray(lfw_subset())[:100].astype(np.float32)
-    faces.setflags(write=False)
-    return faces
 
 
 @functools.lru_cache(maxsize=4)
@@ -344,7 +333,7 @@ def _place_faces(rng: np.random.Generator, spec: DomainSpec, size: int) -> list[
 
 def _paste_face(canvas: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> None:
     """Blend a tinted LFW face into ``canvas`` (S, S, 3) over ``box`` through a soft ellipse."""
-    faces = _lfw_faces()
+    faces = lfw_faces(np.float32)  # (100, 25, 25)
     face = faces[int(rng.integers(len(faces)))]
     if rng.random() < 0.5:
         face = face[:, ::-1]
@@ -625,11 +614,7 @@ def detection_meta_features(ds: DetectionDataset) -> dict[str, float]:
             "box_aspect_mean": float((bw / np.maximum(bh, 1e-6)).mean()) if len(boxes) else 0.0,
             "box_aspect_std": 0.0,
         }  # fmt: skip
-    return {key: _finite(float(value)) for key, value in stats.items()}
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+    return {key: finite(float(value)) for key, value in stats.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -853,7 +838,7 @@ def cluster_subsets(
         problems.append(f"unknown clustering(s) {unknown}; valid clusterings: {', '.join(CLUSTERINGS)}")
     if not 3 <= min_images <= upper:
         problems.append(f"3 <= min_images <= max_images must hold, but got min_images={min_images}, max_images={upper}")
-    if any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in ks):
+    if any(not is_plain_int(k) or k < 2 for k in ks):
         problems.append(f"ks must be integers >= 2, got {list(ks)}")
     if problems:
         raise DatasetError("; ".join(problems))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from search_algos.spaces.detector import DetectorArch, HpoConfig
 from trainables.detection_data import DetectionDataset, DetectionSplit
+from trainables.checks import integer_problem
 from trainables.detection_metrics import ap50
 from trainables.device import (
     DeviceData,
@@ -378,8 +379,9 @@ def fit_detector(
     problems = []
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("eval_every", eval_every, 1),
                              ("threads", threads, 1)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        problem = integer_problem(name, value, low)
+        if problem:
+            problems.append(problem)
     if not (isinstance(width_mult, (int, float)) and 0 < width_mult <= 4):
         problems.append(f"width_mult must be a number in (0, 4], got {width_mult!r}")
     if len(data.train) < 2:

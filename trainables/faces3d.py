@@ -72,7 +72,8 @@ import numpy as np
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.registry import Registry, UnknownNameError
 from trainables.alignment_metrics import yaw_bin
-from trainables.datasets import DatasetError, sample_photograph
+from trainables.checks import DatasetError, finite, is_int, one_line
+from trainables.faces import lfw_faces, sample_photograph
 
 __all__ = [
     "ALIGNMENT_DATASETS",
@@ -560,16 +561,6 @@ def _take(params: _Params, rows: slice) -> _Params:
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _lfw_faces() -> np.ndarray:
-    """(100, 25, 25) float64 on [0, 1]: the faces of scikit-image's lfw_subset (read-only)."""
-    from skimage.data import lfw_subset
-
-    faces = np.asarray(lfw_subset())[:100]
-    faces.setflags(write=False)
-    return faces
-
-
 @functools.lru_cache(maxsize=4)
 def _lfw_textures(grid: int) -> np.ndarray:
     """(200, K) float32 LFW faces sampled at the K face texels of a grid x grid UV grid.
@@ -578,7 +569,7 @@ def _lfw_textures(grid: int) -> np.ndarray:
     """
     from scipy.ndimage import map_coordinates
 
-    faces = _lfw_faces()
+    faces = lfw_faces()  # (100, 25, 25) float64
     _, fx, fy = _uv_frame(grid)
     keep = _face_mask(fx, fy)
     side = faces.shape[1]
@@ -815,7 +806,7 @@ def make_faces3d(
 
 def _generator_identity(image_size: int, seed: int) -> dict[str, Any]:
     """What the generated data depend on besides the split sizes (the dataset_id payload)."""
-    digest = hashlib.sha256(np.ascontiguousarray(_lfw_faces()).tobytes()).hexdigest()
+    digest = hashlib.sha256(np.ascontiguousarray(lfw_faces()).tobytes()).hexdigest()
     return {"version": _GENERATOR_VERSION, "image_size": int(image_size), "seed": int(seed), "lfw": digest}
 
 
@@ -824,21 +815,17 @@ def _check_generator_arguments(**arguments: Any) -> None:
     problems = [
         f"{name} must be an int >= 3 (one sample per yaw bin), but got {name}={arguments[name]!r}"
         for name in ("n_train", "n_val", "n_test")
-        if name in arguments and not (_is_int(arguments[name]) and arguments[name] >= 3)
+        if name in arguments and not (is_int(arguments[name]) and arguments[name] >= 3)
     ]
     size = arguments["image_size"]
-    if not (_is_int(size) and _MIN_SIZE <= size <= _MAX_SIZE):
+    if not (is_int(size) and _MIN_SIZE <= size <= _MAX_SIZE):
         problems.append(
             f"image_size must be an int in [{_MIN_SIZE}, {_MAX_SIZE}], but got image_size={size!r}"
         )
-    if not (_is_int(arguments["seed"]) and arguments["seed"] >= 0):
+    if not (is_int(arguments["seed"]) and arguments["seed"] >= 0):
         problems.append(f"seed must be an int >= 0, but got seed={arguments['seed']!r}")
     if problems:
         raise DatasetError("bad arguments for 3D face-alignment data: " + "; ".join(problems))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _split_faces(part: str, seed: int) -> np.ndarray:
@@ -943,7 +930,7 @@ def _image_files(folder: Path) -> list[Path]:
         )
     except OSError as err:
         raise DatasetError(
-            f"cannot list alignment folder {folder} ({_short(err)}); check its permissions"
+            f"cannot list alignment folder {folder} ({one_line(err)}); check its permissions"
         ) from None
     if not files:
         mats = sum(1 for _ in folder.rglob("*.mat"))
@@ -968,7 +955,7 @@ def _read_annotation(mat_file: Path) -> tuple[np.ndarray, float]:
         content = loadmat(str(mat_file))
     except Exception as err:  # noqa: BLE001 - scipy raises many types for corrupt files
         raise DatasetError(
-            f"annotation file {mat_file} is not a readable .mat file ({_short(err)}); {_MAT_FIX}"
+            f"annotation file {mat_file} is not a readable .mat file ({one_line(err)}); {_MAT_FIX}"
         ) from None
     keys = sorted(k for k in content if not k.startswith("__"))
     if "pt3d_68" in content:
@@ -1015,7 +1002,7 @@ def _read_image(image_file: Path) -> np.ndarray:
         image = np.asarray(imread(str(image_file)))
     except Exception as err:  # noqa: BLE001 - imageio / PIL raise many types for corrupt files
         raise DatasetError(
-            f"image {image_file} cannot be read ({_short(err)}); replace it with a valid JPEG or PNG"
+            f"image {image_file} cannot be read ({one_line(err)}); replace it with a valid JPEG or PNG"
         ) from None
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
@@ -1064,11 +1051,6 @@ def _folder_fingerprint(path: str) -> str:
             digest.update(f"{file.relative_to(folder).as_posix()}:{len(content)}:".encode())
             digest.update(hashlib.sha256(content).digest())
     return digest.hexdigest()
-
-
-def _short(err: BaseException) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1230,7 +1212,7 @@ def alignment_meta_features(ds: AlignmentDataset) -> dict[str, float]:
     features["depth_rel"] = (z_range / np.maximum(box, 1e-6)).mean() if len(box) else 0.0
     for prefix, split in (("", train), ("test_", test)):
         features.update({prefix + k: v for k, v in _pixel_statistics(split.images).items()})
-    return {key: (float(v) if math.isfinite(float(v)) else 0.0) for key, v in features.items()}
+    return {key: finite(float(v)) for key, v in features.items()}
 
 
 def _pixel_statistics(images: np.ndarray) -> dict[str, float]:

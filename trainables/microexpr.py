@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from search_algos.spaces.base import stable_key
-from trainables.datasets import DatasetError
+from trainables.checks import DatasetError, integer_problem
+from trainables.faces import lfw_faces
 
 __all__ = [
     "CLASS_NAMES",
@@ -183,12 +184,11 @@ def _envelope(n: int, apex: int) -> np.ndarray:
     return np.where(t <= apex, rise, fall)
 
 
-def _lfw_faces(size: int) -> np.ndarray:
-    from skimage.data import lfw_subset
+def _resized_faces(size: int) -> np.ndarray:
+    """(100, size, size) float64: the LFW faces resized."""
     from skimage.transform import resize
 
-    faces = np.asarray(lfw_subset())[:100]  # (100, 25, 25) on [0, 1]: the faces of lfw_subset
-    return np.stack([resize(f, (size, size), anti_aliasing=True) for f in faces])
+    return np.stack([resize(f, (size, size), anti_aliasing=True) for f in lfw_faces()])
 
 
 def _episode(face: np.ndarray, label: int, landmarks: np.ndarray, rng: np.random.Generator, *, frames: int,
@@ -228,7 +228,7 @@ def make_microexpr(*, subjects: int = 12, episodes: int = 6, frames: int = 8, im
     _check_generator(subjects=subjects, episodes=episodes, frames=frames, image_size=image_size,
                      max_motion=max_motion, noise=noise)
     rng = np.random.default_rng([seed, 2023])
-    faces = _lfw_faces(image_size)
+    faces = _resized_faces(image_size)
     chosen = rng.permutation(len(faces))[:subjects]  # distinct identities
     clips, labels, owners, names = [], [], [], []
     for s, face_index in enumerate(chosen):
@@ -253,9 +253,9 @@ def make_microexpr(*, subjects: int = 12, episodes: int = 6, frames: int = 8, im
 def _check_generator(**args: Any) -> None:
     rules = {"subjects": (2, 100), "episodes": (1, 1000), "frames": (2, 256), "image_size": (16, 256)}
     for key, (low, high) in rules.items():
-        value = args[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise DatasetError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
+        problem = integer_problem(key, args[key], low, high)
+        if problem:
+            raise DatasetError(problem)
     if not 0 < args["max_motion"] <= 2.0:
         raise DatasetError(f"max_motion must be in (0, 2] pixels (micro-expressions are subtle), got {args['max_motion']!r}")
     if not 0 <= args["noise"] < 1:

@@ -47,6 +47,7 @@ from torch import nn
 
 from search_algos.spaces.multipath import MultipathSpace, mnus_children, uniform_children
 from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
+from trainables.checks import is_int, is_real
 from trainables.device import (
     DeviceData,
     autocast,
@@ -66,8 +67,6 @@ from trainables.train_loop import (
     batch_split_problems,
     check_resume_state,
     deterministic,
-    is_int,
-    is_real,
     load_resume_state,
     make_publisher,
     report_epoch,

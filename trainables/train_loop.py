@@ -5,8 +5,8 @@ and its stand-alone children) train with one epoch loop that runs either in this
 worker of a Ray Train ``TorchTrainer`` (DESIGN.md §6). The loop itself is each module's own; this module
 holds what is the same in both:
 
-- the settings checks both settings dataclasses make (:func:`is_int`, :func:`is_real`,
-  :func:`batch_split_problems`);
+- the settings check both settings dataclasses make (:func:`batch_split_problems`; the predicates are
+  :mod:`trainables.checks`');
 - the collectives the loop calls (:class:`LocalComm` in process, :class:`TorchDistComm` over Ray Train's
   process group), :func:`deterministic` (threads, cuDNN) and :func:`batch_bounds`;
 - the epoch's end (:func:`stop_if_diverged`, :func:`report_epoch`) and resuming (:func:`check_resume_state`,
@@ -32,10 +32,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.distributed
 from torch import nn
+
+from trainables.checks import is_int
 
 __all__ = [
     "DIVERGED_FILE",
@@ -49,8 +50,6 @@ __all__ = [
     "batch_split_problems",
     "check_resume_state",
     "deterministic",
-    "is_int",
-    "is_real",
     "load_resume_state",
     "make_publisher",
     "report_epoch",
@@ -88,18 +87,6 @@ class Scaling(Protocol):
 # --------------------------------------------------------------------------------------------------
 # Settings checks
 # --------------------------------------------------------------------------------------------------
-
-
-def is_int(value: object) -> bool:
-    """An integer, numpy's included; not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_real(value: object) -> bool:
-    """A finite real number, numpy's included; not a bool."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and (
-        math.isfinite(float(value))
-    )
 
 
 def batch_split_problems(batch_size: int, num_workers: int) -> list[str]:
