@@ -212,16 +212,16 @@ def measure_candidate(
     warmup: int = 5,
     rounds: int = 3,
 ) -> Throughput:
-    """Images/s of the candidate CNN's training step loop (``trainables.candidate._train_epoch``).
+    """Images/s of the candidate CNN's training step loop (``trainables.classification.train._train_epoch``).
 
     CIFAR-sized by default (3 x 32 x 32, batch 256, a 10-layer ``sep`` network of width 64); the data is
     resident on the device (:class:`trainables.device.DeviceData`), as in a trial.
     """
     from search_algos.spaces.global_space import GlobalArch
-    from trainables.candidate import _train_epoch
+    from trainables.classification.train import _train_epoch
     from trainables.device import DeviceData
     from trainables.device import channels_last as nhwc
-    from trainables.models.global_cnn import build_global_cnn
+    from trainables.classification.model import build_global_cnn
 
     where = torch.device(device)
     with _seeded():

@@ -346,7 +346,7 @@ def _train_val_acc(arch_json: str, epochs: int, seed: int, data: Any) -> dict[st
     import torch
 
     from search_algos.spaces.global_space import GlobalArch
-    from trainables.candidate import TrainSettings, fit_candidate
+    from trainables.classification.train import TrainSettings, fit_candidate
 
     torch.set_num_threads(1)
     arch = GlobalArch.from_dict(json.loads(arch_json))
@@ -375,7 +375,7 @@ def ranking_static_vs_dynamic(quick: bool) -> dict[str, Any]:
 
     from search_algos.spaces import GlobalSpace
     from search_algos.spaces.global_space import GlobalArch, count_params
-    from trainables.datasets import load_dataset
+    from trainables.classification.data import load_dataset
 
     name, seed, goal = "ranking_static_vs_dynamic", 0, 1.0
     n, final_epochs = (30, 4) if quick else (40, 8)

@@ -63,7 +63,7 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _known(cls, name: str) -> str:
-        from trainables.datasets import dataset_names
+        from trainables.classification.data import dataset_names
 
         if name not in dataset_names():
             raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
@@ -79,7 +79,7 @@ class DataConfig(_Section):
         return self
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainables.datasets.load_dataset``."""
+        """Keyword arguments of ``trainables.classification.data.load_dataset``."""
         kwargs = self.model_dump()
         kwargs["name"] = kwargs.pop("dataset")
         return kwargs

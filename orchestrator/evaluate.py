@@ -1,6 +1,6 @@
 """The Tune function that evaluates one candidate: benchmark lookup, training, durable record.
 
-The trainable itself (``trainables.candidate``) knows nothing of Tune's checkpoints or of the store;
+The trainable itself (``trainables.classification.train``) knows nothing of Tune's checkpoints or of the store;
 this wrapper connects them: a stored (space, arch_key, dataset_id, fidelity, seed) is served from the
 benchmark store with ``cached=True`` and trains nothing; otherwise the candidate trains with a
 checkpoint every epoch (so a retried trial continues where it stopped) and its result is written to
@@ -23,8 +23,8 @@ from ray import tune
 from search_algos.durable import write_durable
 from search_algos.spaces import decode_arch
 from search_algos.spaces.base import stable_key
-from trainables.candidate import TrainSettings, fit_candidate, fit_candidate_distributed
-from trainables.datasets import ImageDataset, load_dataset
+from trainables.classification.data import ImageDataset, load_dataset
+from trainables.classification.train import TrainSettings, fit_candidate, fit_candidate_distributed
 
 __all__ = [
     "EvalJob",

@@ -28,7 +28,7 @@ from search_algos.fixed import FixedArchSearcher
 from search_algos.macro_micro import MacroMicroSearcher
 from search_algos.random_search import RandomArchSearcher
 from trainables.checks import DatasetError
-from trainables.datasets import ImageDataset, load_dataset, meta_features
+from trainables.classification.data import ImageDataset, load_dataset, meta_features
 
 __all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]
 

@@ -1,7 +1,7 @@
 """``facenas export RUN_DIR --out model.pt``: the best architecture as a standalone TorchScript file.
 
 The file loads with ``torch.jit.load`` alone (no facenas, no Ray): the network is built from
-``best.json``'s architecture (``global``: ``trainables.models.global_cnn``; ``multipath``: the child
+``best.json``'s architecture (``global``: ``trainables.classification.model``; ``multipath``: the child
 of ``trainables.models.multipath``), scripted with ``torch.jit.script`` and checked against the eager
 network on an example input before it is written. Weights: the final weights the run kept for that
 evaluation (``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``, see
@@ -49,7 +49,7 @@ def _network(
         torch.manual_seed(seed)
         if space == "global":
             from orchestrator.experiment import load_data
-            from trainables.models.global_cnn import build_global_cnn
+            from trainables.classification.model import build_global_cnn
 
             data = load_data(config)  # channels, classes and image size of the run's dataset
             model = build_global_cnn(arch, in_channels=data.in_channels, num_classes=data.num_classes)

@@ -135,7 +135,7 @@ def _digits(n: int = 240) -> SimpleNamespace:
 
 def test_candidate_in_bf16_and_channels_last_trains_and_fp32_is_the_cpu_default(monkeypatch) -> None:
     from search_algos.spaces.global_space import GlobalArch
-    from trainables.candidate import TrainSettings, fit_candidate
+    from trainables.classification.train import TrainSettings, fit_candidate
 
     arch = GlobalArch(depth=3, width=8, ops=("sep", "conv", "sep"), kernels=(3, 5, 3))
     data = _digits()
@@ -190,7 +190,7 @@ def test_detector_in_bf16_trains_with_a_finite_loss() -> None:
 
 
 def test_settings_refuse_a_bad_precision_and_a_non_bool_layout() -> None:
-    from trainables.candidate import TrainSettings
+    from trainables.classification.train import TrainSettings
     from trainables.supernet import SupernetSettings
 
     with pytest.raises(ValueError, match=r"channels_last must be a bool.*precision must be one of"):

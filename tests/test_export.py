@@ -71,7 +71,7 @@ def test_exports_run_without_facenas(tmp_path: Path, capsys) -> None:
 
 def _global_export(tmp_path: Path, capsys) -> tuple[Path, torch.Tensor, torch.nn.Module]:
     from search_algos.spaces import decode_arch
-    from trainables.models.global_cnn import build_global_cnn
+    from trainables.classification.model import build_global_cnn
 
     run = global_run(tmp_path / "runs" / "rnd", searcher="random")
     best = json.loads((run / "best.json").read_text())

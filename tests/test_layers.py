@@ -281,7 +281,7 @@ def _rules(source: str, rel_path: str) -> list[str]:
         ("from ..fixed import FixedArchSearcher\n", "search_algos/hyperfd/searcher.py", []),
         ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n", "search_algos/x.py", []),
         ("if TYPE_CHECKING:\n    pass\nelse:\n    import torch\n", "search_algos/x.py", ["rule 3"]),
-        ("from trainables.candidate import train\n", "search_algos/x.py", ["rule 2"]),
+        ("from trainables.classification.train import train\n", "search_algos/x.py", ["rule 2"]),
         ("def f():\n    import orchestrator.store\n", "search_algos/x.py", ["rule 2"]),
         ("f = lambda: __import__('orchestrator')\n", "search_algos/x.py", ["rule 2"]),
         ("import importlib\nimportlib.import_module('trainables.x')\n", "search_algos/x.py", ["rule 2"]),

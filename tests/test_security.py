@@ -126,7 +126,7 @@ def test_malicious_cifar_batch_is_refused(tmp_path, marker):
     import numpy as np
 
     from trainables.checks import DatasetError
-    from trainables.datasets import load_dataset
+    from trainables.classification.data import load_dataset
 
     good = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}, protocol=2)
     for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):

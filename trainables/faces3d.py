@@ -54,7 +54,7 @@ with a same-stem ``.mat`` holding ``pt3d_68`` (3x68: x, y, z in image pixels; AF
 :func:`load_alignment_folder` crops a square 1.6x the landmark box around each face, resizes it to
 ``image_size`` and maps the landmarks along. The ``aflw2000`` dataset takes its train and val splits
 from the generator (real 300W-LP is too large to ship) and its test split from the folder.
-Every problem with the input raises :class:`~trainables.datasets.DatasetError` with a one-line message.
+Every problem with the input raises :class:`~trainables.checks.DatasetError` with a one-line message.
 """
 
 from __future__ import annotations

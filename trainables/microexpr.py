@@ -20,7 +20,7 @@ Two datasets (:func:`load_microexpr`):
   emotions are mapped to the three composite classes (``others`` is left out, as in MEGC-2019).
 
 Every clip is standardised on its own (zero mean, unit std): no statistic crosses subjects, so LOSO
-folds leak nothing. Bad input raises :class:`trainables.datasets.DatasetError` with a one-line message.
+folds leak nothing. Bad input raises :class:`trainables.checks.DatasetError` with a one-line message.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ Entry points:
 - :func:`train_standalone` retrains a child from scratch and reports the test NME by yaw bin.
 
 The collectives, the checkpoints and the Ray Train plumbing (worker and driver side) are
-:mod:`trainables.train_loop`'s, shared with :mod:`trainables.candidate`.
+:mod:`trainables.train_loop`'s, shared with :mod:`trainables.classification.train`.
 
-Determinism (the resume guarantee rests on it, as in :mod:`trainables.candidate`): init is seeded from
+Determinism (the resume guarantee rests on it, as in :mod:`trainables.classification.train`): init is seeded from
 ``settings.seed``; epoch ``e`` shuffles with ``default_rng((seed, e, 1))``; step ``s`` (counted from the
 start of training) draws its children with ``default_rng((seed, s))`` -- a fresh generator per step, so
 every Ray Train worker draws the same children and a resumed run draws what the uninterrupted one did;

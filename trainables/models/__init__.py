@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from trainables.models.global_cnn import GlobalCNN, build_global_cnn
+from trainables.classification.model import GlobalCNN, build_global_cnn
 
 __all__ = ["GlobalCNN", "build_global_cnn"]

@@ -36,6 +36,7 @@ from torch import nn
 
 from search_algos.spaces.global_space import GlobalArch, count_params
 from trainables.checks import is_int, is_real
+from trainables.classification.model import build_global_cnn
 from trainables.device import (
     DeviceData,
     autocast,
@@ -44,7 +45,6 @@ from trainables.device import (
     resolve_device,
     resolve_precision,
 )
-from trainables.models.global_cnn import build_global_cnn
 from trainables.train_loop import (
     LocalComm,
     OnEpoch,
@@ -62,7 +62,7 @@ from trainables.train_loop import (
 )
 
 if TYPE_CHECKING:
-    from trainables.datasets import ImageDataset
+    from trainables.classification.data import ImageDataset
 
 __all__ = ["OnEpoch", "TrainSettings", "fit_candidate", "fit_candidate_distributed"]
 
@@ -154,7 +154,7 @@ def fit_candidate(
 
     Args:
         arch: the candidate.
-        data: an :class:`~trainables.datasets.ImageDataset` (``train``/``val``/``test`` splits with
+        data: an :class:`~trainables.classification.data.ImageDataset` (``train``/``val``/``test`` splits with
             ``x`` (N, C, H, W) float32 and ``y`` (N,) int64; ``num_classes``; ``in_channels``).
         settings: the training protocol; ``num_workers`` is ignored here (one process).
         on_epoch: ``on_epoch(metrics, state)`` after every epoch. ``state`` is
@@ -416,7 +416,7 @@ def fit_candidate_distributed(
 
     Args:
         arch: the candidate.
-        data_spec: keyword arguments of :func:`trainables.datasets.load_dataset`, e.g.
+        data_spec: keyword arguments of :func:`trainables.classification.data.load_dataset`, e.g.
             ``{"name": "digits", "split_seed": 0}``.
         settings: the training protocol, including ``num_workers``, ``use_gpu``, ``cpus_per_worker``.
         storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
@@ -443,7 +443,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from the run's checkpoint, load the data, train, report per epoch."""
     import ray.train.torch
 
-    from trainables.datasets import load_dataset
+    from trainables.classification.data import load_dataset
 
     settings: TrainSettings = config["settings"]
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from search_algos.spaces.global_space import KERNELS, OPS, GlobalArch, GlobalSpace, count_params, layer_plan
-from trainables.candidate import TrainSettings, _cutout, _epoch_plan, fit_candidate, fit_candidate_distributed
-from trainables.models import build_global_cnn
+from trainables.classification.model import build_global_cnn
+from trainables.classification.train import TrainSettings, _cutout, _epoch_plan, fit_candidate, fit_candidate_distributed
 
 SMALL = GlobalArch(depth=3, width=8, ops=("sep", "conv", "sep"), kernels=(3, 5, 3))
 
@@ -273,7 +273,7 @@ ARCH = GlobalArch.uniform(3, 16)
 @pytest.fixture(scope="module")
 def tune_run(ray_local, tmp_path_factory) -> SimpleNamespace:
     """One Tune trial (1 CPU) that trains ARCH over two Ray Train workers (0.5 CPU each)."""
-    pytest.importorskip("trainables.datasets")
+    pytest.importorskip("trainables.classification.data")
     from ray import tune
 
     def trial(config: dict) -> None:
@@ -332,7 +332,7 @@ def test_worker_failure_resumes_from_the_last_checkpoint_bit_identically(tune_ru
 
 @pytest.mark.integration
 def test_distributed_divergence_raises_and_leaves_a_terminal_checkpoint(ray_local, tmp_path) -> None:
-    pytest.importorskip("trainables.datasets")
+    pytest.importorskip("trainables.classification.data")
     settings = TrainSettings(epochs=2, lr=1e9, num_workers=2, cpus_per_worker=0.5)
     spec = {"name": "digits", "max_samples": 300}
     with pytest.raises(FloatingPointError, match=r"^training diverged: train_loss=nan at epoch 1$"):

@@ -1,4 +1,4 @@
-"""Unit tests for trainables.datasets (fast, no Ray): package data, file formats, bad input, splits."""
+"""Unit tests for trainables.classification.data (fast, no Ray): package data, file formats, bad input, splits."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from trainables.checks import DatasetError
-from trainables.datasets import (
+from trainables.classification.data import (
     DATASETS,
     ImageDataset,
     Split,
