@@ -218,10 +218,10 @@ def measure_candidate(
     resident on the device (:class:`trainables.device.DeviceData`), as in a trial.
     """
     from search_algos.spaces.global_space import GlobalArch
+    from trainables.classification.model import build_global_cnn
     from trainables.classification.train import _train_epoch
     from trainables.device import DeviceData
     from trainables.device import channels_last as nhwc
-    from trainables.classification.model import build_global_cnn
 
     where = torch.device(device)
     with _seeded():
@@ -277,15 +277,15 @@ def measure_supernet(
     warmup: int = 2,
     rounds: int = 3,
 ) -> Throughput:
-    """Images/s of the MONAS supernet's MNUS step loop (``trainables.supernet._train_epoch``).
+    """Images/s of the MONAS supernet's MNUS step loop (``trainables.alignment.train._train_epoch``).
 
     Each image passes through ``k_children`` children per step (Algorithm 1); images/s counts images.
     """
     from search_algos.spaces.multipath import MultipathSpace, mnus_children
+    from trainables.alignment.model import MultipathSupernet
+    from trainables.alignment.train import _Task, _train_epoch
     from trainables.device import DeviceData
     from trainables.device import channels_last as nhwc
-    from trainables.models.multipath import MultipathSupernet
-    from trainables.supernet import _Task, _train_epoch
     from trainables.train_loop import LocalComm
 
     where = torch.device(device)
@@ -323,13 +323,13 @@ def measure_oneshot(
     recalibration_batches: int = 4,
     rounds: int = 3,
 ) -> Throughput:
-    """Validation images/s of one-shot evaluation (``trainables.supernet.evaluate_child``, BN recalibrated).
+    """Validation images/s of one-shot evaluation (``trainables.alignment.train.evaluate_child``, BN recalibrated).
 
     Each round scores ``children`` children on a split of ``images`` images, NME included (as a trial does).
     """
     from search_algos.spaces.multipath import MultipathSpace
-    from trainables.models.multipath import MultipathSupernet
-    from trainables.supernet import evaluate_child
+    from trainables.alignment.model import MultipathSupernet
+    from trainables.alignment.train import evaluate_child
 
     where = torch.device(device)
     space = MultipathSpace(layers=layers, scales=scales)
@@ -501,7 +501,7 @@ def measure_supernet_scaling(
     import ray
 
     from search_algos.spaces.multipath import MultipathSpace
-    from trainables.supernet import SupernetSettings, train_supernet_distributed
+    from trainables.alignment.train import SupernetSettings, train_supernet_distributed
 
     settings = SupernetSettings(epochs=epochs, batch_size=batch * workers, channels=channels, num_workers=workers,
                                 use_gpu=use_gpu, cpus_per_worker=1.0, bn_recalibration_batches=1)  # fmt: skip

@@ -108,7 +108,7 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def _settings(**changes: Any) -> Any:
-    from trainables.supernet import SupernetSettings
+    from trainables.alignment.train import SupernetSettings
 
     base = {"epochs": 1, "batch_size": _BATCH, "k_children": _K, "channels": _CHANNELS, "seed": _SEED,
             "threads": 1}  # fmt: skip
@@ -161,8 +161,8 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     from orchestrator.pipeline import Stage, run_stage
     from orchestrator.store import StoreClient
     from search_algos.fixed import FixedArchSearcher
-    from trainables.faces3d import load_alignment_dataset
-    from trainables.supernet import evaluate_child, load_supernet, train_supernet
+    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.train import evaluate_child, load_supernet, train_supernet
 
     name, goal = "oneshot_eval_throughput", 0.8
     n_children = _size(name, quick)["children"]
@@ -395,9 +395,9 @@ def mnus_step_overhead(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     import numpy as np
 
     from search_algos.spaces.multipath import mnus_children
-    from trainables.faces3d import load_alignment_dataset
-    from trainables.models.multipath import MultipathSupernet
-    from trainables.supernet import train_standalone, train_supernet
+    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.model import MultipathSupernet
+    from trainables.alignment.train import train_standalone, train_supernet
 
     name, goal = "mnus_step_overhead", 0.7
     repeats, n_train = (_size(name, quick)[k] for k in ("repeats", "n_train"))
@@ -511,8 +511,8 @@ def train_scaling_2w(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
         value = samples/s with 2 workers / with 1; holds when >= 1.6 and the 2 workers ran on 2 nodes.
     """
     hooks.ray_env()  # first: Ray reads some of it when first imported, and our imports import Ray
-    from trainables.faces3d import load_alignment_dataset
-    from trainables.supernet import train_supernet, train_supernet_distributed
+    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     name, goal = "train_scaling_2w", 1.6
     n_train, epochs, order = (_size(name, quick)[k] for k in ("n_train", "epochs", "order"))

@@ -2,7 +2,7 @@
 
 The file loads with ``torch.jit.load`` alone (no facenas, no Ray): the network is built from
 ``best.json``'s architecture (``global``: ``trainables.classification.model``; ``multipath``: the child
-of ``trainables.models.multipath``), scripted with ``torch.jit.script`` and checked against the eager
+of ``trainables.alignment.model``), scripted with ``torch.jit.script`` and checked against the eager
 network on an example input before it is written. Weights: the final weights the run kept for that
 evaluation (``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``, see
 ``orchestrator.evaluate.weights_path``) when they exist; otherwise the network is freshly initialised
@@ -57,7 +57,7 @@ def _network(
                        "std": list(data.channel_std), "classes": list(data.class_names)}
             return model, (1, *data.train.x.shape[1:]), prepare
         if space == "multipath":
-            from trainables.models.multipath import MultipathSupernet
+            from trainables.alignment.model import MultipathSupernet
 
             channels = getattr(config.searcher, "channels", 8)
             supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=channels)

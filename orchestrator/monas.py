@@ -58,7 +58,7 @@ _SUPERNETS: dict[str, Any] = {}
 
 
 def _dataset(kwargs: dict[str, Any]):
-    from trainables.faces3d import load_alignment_dataset
+    from trainables.alignment.generator import load_alignment_dataset
 
     return cached_dataset(kwargs, load_alignment_dataset)
 
@@ -70,7 +70,7 @@ def _space(job: AlignmentJob):
 
 
 def _settings(job: AlignmentJob, **changes: Any):
-    from trainables.supernet import SupernetSettings
+    from trainables.alignment.train import SupernetSettings
 
     # precision is absent from the settings at fp32 (TrainingConfig.protocol keeps older protocols)
     return SupernetSettings(**{"precision": "fp32", **job.settings, "seed": job.seed, **changes})
@@ -81,7 +81,7 @@ def _settings(job: AlignmentJob, **changes: Any):
 
 def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train the supernet (``config["sampling"]``: ``mnus`` or ``uniform``) and save its weights."""
-    from trainables.supernet import train_supernet, train_supernet_distributed
+    from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     settings = _settings(job, sampling=config["sampling"])
     stage_dir = os.path.join(job.storage_path, job.stage)
@@ -129,8 +129,8 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
 
 def _supernet_model(job: AlignmentJob):
     """The trained supernet on this trial's device, loaded once per process (Tune reuses the actor across trials)."""
+    from trainables.alignment.train import load_supernet
     from trainables.device import channels_last, resolve_device
-    from trainables.supernet import load_supernet
 
     settings = _settings(job, epochs=1)
     key = f"{job.supernet}:{os.path.getmtime(job.supernet)}"
@@ -144,7 +144,7 @@ def _supernet_model(job: AlignmentJob):
 def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Score a child with the supernet's weights (BN recalibrated): ``val_nme`` (%)."""
     from search_algos.spaces import decode_arch
-    from trainables.supernet import evaluate_child
+    from trainables.alignment.train import evaluate_child
 
     arch = decode_arch("multipath", config["arch"])
     data = _dataset(job.data)
@@ -176,7 +176,7 @@ def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
 def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train a child from scratch for ``config["epochs"]`` epochs; test NME by yaw bin at the end."""
     from search_algos.spaces import decode_arch
-    from trainables.supernet import train_standalone
+    from trainables.alignment.train import train_standalone
 
     arch = decode_arch("multipath", config["arch"])
     epochs = int(config["epochs"])

@@ -152,15 +152,15 @@ def test_candidate_in_bf16_and_channels_last_trains_and_fp32_is_the_cpu_default(
 
 
 def test_supernet_one_shot_and_standalone_in_bf16_give_finite_losses() -> None:
-    from tests.test_supernet import SPACE, _faces
-    from trainables.supernet import SupernetSettings, evaluate_child, train_standalone, train_supernet
+    from tests.trainables.alignment.test_train import SPACE, _faces
+    from trainables.alignment.train import SupernetSettings, evaluate_child, train_standalone, train_supernet
 
     faces = _faces(n_train=16, n_val=8, n_test=8)
     states: list[dict] = []
     bf16 = SupernetSettings(epochs=1, batch_size=8, channels=8, precision="bf16", bn_recalibration_batches=1)
     metrics = train_supernet(SPACE, faces, bf16, on_epoch=lambda m, s: states.append(s))
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_nme"])
-    from trainables.models.multipath import MultipathSupernet
+    from trainables.alignment.model import MultipathSupernet
 
     net = MultipathSupernet(layers=SPACE.layers, scales=SPACE.scales, channels=8)
     net.load_state_dict(states[-1]["model"])
@@ -190,8 +190,8 @@ def test_detector_in_bf16_trains_with_a_finite_loss() -> None:
 
 
 def test_settings_refuse_a_bad_precision_and_a_non_bool_layout() -> None:
+    from trainables.alignment.train import SupernetSettings
     from trainables.classification.train import TrainSettings
-    from trainables.supernet import SupernetSettings
 
     with pytest.raises(ValueError, match=r"channels_last must be a bool.*precision must be one of"):
         TrainSettings(epochs=1, channels_last="yes", precision="fp16")

@@ -98,7 +98,7 @@ def _global_export(tmp_path: Path, capsys) -> tuple[Path, torch.Tensor, torch.nn
 
 def _multipath_export(tmp_path: Path, capsys) -> tuple[Path, torch.Tensor, torch.nn.Module]:
     from search_algos.spaces import decode_arch
-    from trainables.models.multipath import MultipathSupernet
+    from trainables.alignment.model import MultipathSupernet
 
     run = multipath_run(tmp_path / "runs" / "monas")
     out = tmp_path / "child.pt"

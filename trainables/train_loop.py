@@ -1,6 +1,6 @@
 """What the trainables' epoch loops share: collectives, determinism, checkpoints and the Ray Train plumbing.
 
-Both :mod:`trainables.classification.train` (global-space CNNs) and :mod:`trainables.supernet` (the MONAS supernet
+Both :mod:`trainables.classification.train` (global-space CNNs) and :mod:`trainables.alignment.train` (the MONAS supernet
 and its stand-alone children) train with one epoch loop that runs either in this process or on every
 worker of a Ray Train ``TorchTrainer`` (DESIGN.md §6). The loop itself is each module's own; this module
 holds what is the same in both:

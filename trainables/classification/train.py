@@ -11,7 +11,7 @@ Two entry points share one epoch loop:
   nccl on GPU), checkpointing every epoch under a stable run name so a retried trial resumes.
 
 The collectives, the checkpoints and the Ray Train plumbing (worker and driver side) are
-:mod:`trainables.train_loop`'s, shared with :mod:`trainables.supernet`; this module keeps the task.
+:mod:`trainables.train_loop`'s, shared with :mod:`trainables.alignment.train`; this module keeps the task.
 
 Determinism is part of the contract (the resume guarantee rests on it): model init is seeded from
 ``settings.seed``; epoch ``e`` shuffles with ``numpy.random.default_rng([seed, e])`` (a fresh generator

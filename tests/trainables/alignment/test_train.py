@@ -1,7 +1,7 @@
 """The MONAS multi-path supernet, MNUS training, one-shot evaluation and stand-alone retraining.
 
 Unit tests need neither Ray nor a GPU and generate a tiny alignment set themselves (``_faces``: the
-``AlignmentDataset`` layout of ``trainables.faces3d``); the integration tests train over two Ray Train
+``AlignmentDataset`` layout of ``trainables.alignment.generator``); the integration tests train over two Ray Train
 workers inside a Tune trial on the local Ray of ``ray_local``.
 """
 
@@ -25,8 +25,8 @@ from search_algos.spaces.multipath import (
     active_edges,
     mnus_children,
 )
-from trainables.models.multipath import HPMBlock, MultipathSupernet, make_resampler, scale_channels
-from trainables.supernet import (
+from trainables.alignment.model import HPMBlock, MultipathSupernet, make_resampler, scale_channels
+from trainables.alignment.train import (
     SupernetSettings,
     evaluate_child,
     load_supernet,
@@ -65,7 +65,7 @@ def _split(rng: np.random.Generator, n: int, landmark_uv: np.ndarray, face: np.n
 
 
 def _faces(n_train: int = 48, n_val: int = 16, n_test: int = 24, seed: int = 0) -> SimpleNamespace:
-    """An ``AlignmentDataset``-shaped set of ``SIZE`` x ``SIZE`` images (see ``trainables.faces3d``)."""
+    """An ``AlignmentDataset``-shaped set of ``SIZE`` x ``SIZE`` images (see ``trainables.alignment.generator``)."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0:SIZE, 0:SIZE]
     face = (((rows - SIZE / 2) / (SIZE * 0.4)) ** 2 + ((cols - SIZE / 2) / (SIZE * 0.35)) ** 2) < 1  # (H, W)
@@ -497,7 +497,7 @@ def tune_run(ray_local, tmp_path_factory) -> SimpleNamespace:
     (the uninterrupted run's epoch 2) to a marker file; Ray Train restarts both workers from epoch 1.
     One run checks both the normal path and the resume (launching workers costs tens of seconds).
     """
-    pytest.importorskip("trainables.faces3d")
+    pytest.importorskip("trainables.alignment.generator")
     from ray import tune
 
     def trial(config: dict) -> None:

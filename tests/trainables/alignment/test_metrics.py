@@ -1,4 +1,4 @@
-"""Unit tests for trainables.alignment_metrics: NME, NME by yaw bin, dense NME, UV landmark lookup.
+"""Unit tests for trainables.alignment.metrics: NME, NME by yaw bin, dense NME, UV landmark lookup.
 
 Every expected value is computed by hand in the test, independently of the implementation.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw, yaw_bin
+from trainables.alignment.metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw, yaw_bin
 
 
 def _toy_gt() -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Paper: ``monas-multipath-oneshot-nas-3d-face-alignment.txt``: §III-B and Algorithm 1 (MNUS: every step
 samples K children, accumulates their gradients on the same batch, then updates the supernet once),
-§IV-B (Adam, learning rate 1e-3). The network is :class:`~trainables.models.multipath.MultipathSupernet`;
+§IV-B (Adam, learning rate 1e-3). The network is :class:`~trainables.alignment.model.MultipathSupernet`;
 the task is UV position-map regression with a weighted MSE (DESIGN.md §1: weights 16 : 4 : 3 : 0).
 
 Entry points:
@@ -25,7 +25,7 @@ torch runs with ``settings.threads`` threads. Equal inputs give bit-identical we
 the wall-clock ``samples_per_s``), and resuming from the state saved after epoch ``k`` gives exactly the
 uninterrupted run's.
 
-NME is in percent (AFLW2000-3D protocol, :mod:`trainables.alignment_metrics`).
+NME is in percent (AFLW2000-3D protocol, :mod:`trainables.alignment.metrics`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ import torch.distributed
 from torch import nn
 
 from search_algos.spaces.multipath import MultipathSpace, mnus_children, uniform_children
-from trainables.alignment_metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
+from trainables.alignment.metrics import dense_nme, landmarks_from_uv, nme, nme_by_yaw
+from trainables.alignment.model import MultipathSupernet
 from trainables.checks import is_int, is_real
 from trainables.device import (
     DeviceData,
@@ -57,7 +58,6 @@ from trainables.device import (
     resolve_device,
     resolve_precision,
 )
-from trainables.models.multipath import MultipathSupernet
 from trainables.train_loop import (
     STATE_FILE,
     LocalComm,
@@ -76,7 +76,7 @@ from trainables.train_loop import (
 )
 
 if TYPE_CHECKING:
-    from trainables.faces3d import AlignmentDataset, AlignmentSplit
+    from trainables.alignment.generator import AlignmentDataset, AlignmentSplit
 
 __all__ = [
     "OnEpoch",
@@ -728,7 +728,7 @@ def train_supernet_distributed(
 
     Args:
         space: the multi-path space.
-        data_spec: keyword arguments of :func:`trainables.faces3d.load_alignment_dataset`.
+        data_spec: keyword arguments of :func:`trainables.alignment.generator.load_alignment_dataset`.
         settings: the training protocol, including ``num_workers``, ``use_gpu``, ``cpus_per_worker``.
         storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
         name: the run's name, stable across retries of one trial so that it resumes.
@@ -760,7 +760,7 @@ def train_supernet_distributed(
 
 def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from the run's checkpoint, load the data, train, report per epoch."""
-    from trainables.faces3d import load_alignment_dataset
+    from trainables.alignment.generator import load_alignment_dataset
 
     settings: SupernetSettings = config["settings"]
 

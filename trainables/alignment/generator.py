@@ -2,7 +2,7 @@
 
 MONAS (``../shared/papers/monas-multipath-oneshot-nas-3d-face-alignment.txt``, §IV) regresses PRNet's UV
 position map (every texel of a fixed face parameterisation holds the (x, y, z) of its 3D point in image
-pixels) and scores 68 landmarks with the NME per yaw bin (:mod:`trainables.alignment_metrics`). Without a
+pixels) and scores 68 landmarks with the NME per yaw bin (:mod:`trainables.alignment.metrics`). Without a
 network (DESIGN.md §4) the training data are generated here from real images that ship with scikit-image.
 
 The generative model (``faces3d``), deterministic in ``seed``:
@@ -71,7 +71,7 @@ import numpy as np
 
 from search_algos.spaces.base import stable_key
 from search_algos.spaces.registry import Registry, UnknownNameError
-from trainables.alignment_metrics import yaw_bin
+from trainables.alignment.metrics import yaw_bin
 from trainables.checks import DatasetError, finite, is_int, one_line
 from trainables.faces import lfw_faces, sample_photograph
 

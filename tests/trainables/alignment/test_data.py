@@ -1,4 +1,4 @@
-"""Unit tests for trainables.faces3d (fast, no Ray): the seeded 3D face generator and the .mat loader."""
+"""Unit tests for trainables.alignment.generator (fast, no Ray): the seeded 3D face generator and the .mat loader."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import scipy.io
 import skimage.io
 
-from trainables import faces3d
-from trainables.alignment_metrics import landmarks_from_uv
+from trainables.alignment import generator as faces3d
+from trainables.alignment.metrics import landmarks_from_uv
 from trainables.checks import DatasetError
-from trainables.faces3d import (
+from trainables.alignment.generator import (
     ALIGNMENT_DATASETS,
     NUM_LANDMARKS,
     AlignmentDataset,
