@@ -273,14 +273,14 @@ def _monas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipel
 
 
 def _rnas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.rnas import rnas_stages
+    from orchestrator.methods.rnas_mer import rnas_stages
 
     stages, select, extras = rnas_stages(config, data, job_for("search").store, job_for("search").storage_path)
     return _Pipeline(stages, "loso", extras, select)
 
 
 def _hyperfd_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.hyperfd import hyperfd_stages
+    from orchestrator.methods.hyperfd.online import hyperfd_stages
 
     stages, select, extras = hyperfd_stages(config, job_for("search").store, Path(job_for("search").storage_path))
     return _Pipeline(stages, stages[-1].name, extras, select)

@@ -56,7 +56,7 @@ ARCH_PICTURES: Registry[Callable[[Any], Figure]] = Registry("architecture pictur
 SEARCHER_PLOTS: Registry[Callable[["RunView"], list[tuple[str, Figure]]]] = Registry("searcher plot")
 # Modules of other methods that register pictures when imported. Only modules that exist: the report
 # warns about one that cannot be imported (HyperFD has no picture module; rank_scatter awaits one).
-PICTURE_MODULES: tuple[str, ...] = ("orchestrator.rnas_pictures",)
+PICTURE_MODULES: tuple[str, ...] = ("orchestrator.methods.rnas_mer_pictures",)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import UserError
-from orchestrator.hyperfd import (
+from orchestrator.methods.hyperfd.online import (
     domain_orders,
     normalized_rank,
     sample_pool,
@@ -136,7 +136,7 @@ def _jobs(searcher: Searcher) -> list[dict]:
 def test_search_mode_evaluates_the_rankers_picks_first_then_random_ones(tmp_path):
     """``mode: search`` on a new dataset: the first ``warm_start`` jobs are the ranker's (adam, as every
     stored run says), the rest distinct random picks of the pool; the list survives a restart."""
-    from orchestrator.hyperfd import hyperfd_stages, load_recipe, pool_seed
+    from orchestrator.methods.hyperfd.online import hyperfd_stages, load_recipe, pool_seed
     from trainables.detection_data import detection_meta_features
 
     raw = yaml.safe_load(open("configs/hyperfd.yaml"))

@@ -98,7 +98,7 @@ def test_loso_folds_describe_the_network_they_train(
     """RNAS-MER's fold trials say which network a fold trains (the baseline's carry the searched arch)."""
     import numpy as np
 
-    import orchestrator.rnas as rnas
+    import orchestrator.methods.rnas_mer as rnas
     from search_algos.spaces.rnas import RnasSpace
 
     genotype = RnasSpace(cells=2, nodes=2, levels=2).sample(np.random.default_rng(0))

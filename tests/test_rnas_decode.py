@@ -178,7 +178,7 @@ def test_pictures_draw_the_decoded_path_and_every_cell_operation():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from orchestrator.rnas_pictures import draw_rnas, rnas_figure
+    from orchestrator.methods.rnas_mer_pictures import draw_rnas, rnas_figure
 
     g = RnasGenotype(path=(0, 1, 1, 2, 3, 3), cell=(((0, "conv_3"), (1, "add_1_5")), ((0, "skip"), (2, "max_3_5"))))
     fig, (ax_path, ax_cell) = plt.subplots(1, 2)

@@ -46,7 +46,7 @@ def _genotype(cell, path=(0, 1)) -> str:
 
 
 def test_genotype_stability_counts_the_final_run_and_the_changes():
-    from orchestrator.rnas import genotype_stability
+    from orchestrator.methods.rnas_mer import genotype_stability
 
     epochs = [{"genotype": _genotype(OTHER, (0, 0))}, {"genotype": _genotype(OTHER)}, {"genotype": _genotype(CELL)},
               {"genotype": _genotype(CELL)}]
@@ -64,7 +64,7 @@ def _fold(folder, subject: int, truth: list[int], predicted: list[int], params: 
 
 
 def test_pooled_figures_pool_folds_and_seeds(tmp_path):
-    from orchestrator.rnas import pooled_figures
+    from orchestrator.methods.rnas_mer import pooled_figures
     from trainables.mer_metrics import uar
 
     _fold(tmp_path / "a", 0, [0, 1], [0, 1], 100)
@@ -79,7 +79,7 @@ def test_pooled_figures_pool_folds_and_seeds(tmp_path):
 
 
 def test_search_history_reads_every_trial_with_its_stability(tmp_path):
-    from orchestrator.rnas import search_history
+    from orchestrator.methods.rnas_mer import search_history
 
     folder = tmp_path / "search" / "_history"
     folder.mkdir(parents=True)
@@ -95,7 +95,7 @@ def test_the_report_plots_the_search_history():
     import pandas as pd
 
     from orchestrator.pictures import RunView
-    from orchestrator.rnas_pictures import search_plots
+    from orchestrator.methods.rnas_mer_pictures import search_plots
 
     epochs = [{"epoch": e, "train_loss": 1.0, "arch_loss": 1.1, "train_uar": 0.4, "val_uar": 0.35,
                "alpha_entropy": 0.99, "eta_entropy": 0.98, "beta_entropy": 0.97, "genotype": _genotype(CELL)}
@@ -129,7 +129,7 @@ def _folds_of(run, stage: str, key: str, truth_pred: list[tuple[list[int], list[
 
 
 def test_figures_per_seed_and_pooled_over_seeds(tmp_path, capsys):
-    from orchestrator.rnas import rnas_figures
+    from orchestrator.methods.rnas_mer import rnas_figures
     from trainables.mer_metrics import uar
 
     rows = _search_rows((0, CELL, 0.5), (1, OTHER, 0.6), (2, CELL, 0.4))  # seeds 0 and 2 decode the same genotype
@@ -152,7 +152,7 @@ def test_figures_per_seed_and_pooled_over_seeds(tmp_path, capsys):
 
 
 def test_figures_adopt_the_flat_fold_files_of_an_older_run(tmp_path):
-    from orchestrator.rnas import rnas_figures
+    from orchestrator.methods.rnas_mer import rnas_figures
 
     rows = _search_rows((0, CELL, 0.5))
     for stage in ("loso", "baseline_loso"):  # the layout before per-genotype folders
@@ -165,7 +165,7 @@ def test_figures_adopt_the_flat_fold_files_of_an_older_run(tmp_path):
 
 def test_figures_refuse_a_run_whose_searched_folds_all_failed(tmp_path):
     from orchestrator.errors import UserError
-    from orchestrator.rnas import rnas_figures
+    from orchestrator.methods.rnas_mer import rnas_figures
 
     with pytest.raises(UserError, match="no LOSO fold of the searched network finished"):
         rnas_figures({"search": _Outcome(_search_rows((0, CELL, 0.5)))}, run_dir=str(tmp_path), num_classes=3,

@@ -71,7 +71,7 @@ def test_optuna_search_stops_at_its_budget_and_keeps_it_across_restore(tmp_path)
 
 def test_ablation_switches_become_stages_with_their_spec():
     from orchestrator.config import parse_config
-    from orchestrator.rnas import rnas_stages
+    from orchestrator.methods.rnas_mer import rnas_stages
 
     raw = copy.deepcopy(CONFIG)
     raw["searcher"]["ablations"] = ["darts_ops", "no_partial", "no_attention", "no_edge_norm"]

@@ -15,7 +15,7 @@ The ranker is a torch model, but no module here imports torch at import time: ``
 search_algos.hyperfd`` works without torch (a driver that only plans or reads results needs none), and
 constructing or restoring a :class:`PerformanceRanker` is what needs it.
 
-The benchmark, the stages and Table 7 around it are the orchestrator's (``orchestrator/hyperfd.py``).
+The benchmark, the stages and Table 7 around it are the orchestrator's (``orchestrator/methods/hyperfd/``).
 """
 
 from __future__ import annotations

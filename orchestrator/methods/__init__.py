@@ -1,0 +1,1 @@
+"""The search methods, one module (or sub-package) each."""

@@ -1,0 +1,1 @@
+"""HyperFD (online AutoML for face detection)."""
