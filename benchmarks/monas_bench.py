@@ -5,7 +5,7 @@ evaluation of children on the trained supernet). The workload is ``configs/monas
 32 x 32, L = 4 columns, D = 3 scales, supernet width 8, batches of 16, K = 4 children per MNUS step.
 
 - ``oneshot_eval_throughput``: children scored per second by a MONAS search stage (Tune trials of
-  :func:`orchestrator.monas.oneshot_trial`, the benchmark store, ``run_stage``) / by a bare
+  :func:`orchestrator.methods.monas.oneshot_trial`, the benchmark store, ``run_stage``) / by a bare
   ``evaluate_child`` loop over the same children in this process; both on one CPU.
 - ``mnus_step_overhead``: child-samples per second of MNUS supernet training (K children per batch, one
   Adam step) / of training the same K children as stand-alone networks (one Adam step each) on the
@@ -157,7 +157,7 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     """
     hooks.ray_env()  # first: Ray reads some of it when first imported, and our imports import Ray
     from orchestrator.evaluate import save_state
-    from orchestrator.monas import AlignmentJob, oneshot_trial, supernet_identity
+    from orchestrator.methods.monas import AlignmentJob, oneshot_trial, supernet_identity
     from orchestrator.pipeline import Stage, run_stage
     from orchestrator.store import StoreClient
     from search_algos.fixed import FixedArchSearcher

@@ -58,7 +58,7 @@ class EvalJob:
     storage_path: str
 
 
-# -- shared by every evaluation trainable (candidates here, MONAS's in orchestrator.monas) -----------
+# -- shared by every evaluation trainable (candidates here, the methods' own in orchestrator.methods) --
 
 
 def cached_dataset(kwargs: dict[str, Any], loader: Callable[..., Any] = load_dataset) -> Any:

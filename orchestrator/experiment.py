@@ -265,7 +265,7 @@ def relative_improvement(searched: pd.DataFrame, random: pd.DataFrame) -> dict[s
 
 
 def _monas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.monas import monas_stages
+    from orchestrator.methods.monas import monas_stages
 
     store = job_for("search").store
     stages, select, extras = monas_stages(config, data, store, job_for("search").storage_path)

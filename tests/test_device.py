@@ -244,7 +244,7 @@ def test_the_protocol_of_a_plain_run_is_the_one_stored_before_precision_existed(
 
 def test_trials_reserve_the_gpus_the_config_asks_for(tmp_path) -> None:
     from orchestrator.evaluate import EvalJob, _settings
-    from orchestrator.monas import monas_stages
+    from orchestrator.methods.monas import monas_stages
     from orchestrator.pipeline import _tune_resources
 
     gpu = parse_config({**GOOD, "training": {"use_gpu": True}})
