@@ -230,7 +230,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"got {config.searcher.name!r}"
         )
     check_address(args.address)
-    from orchestrator.methods.hyperfd.online import build_benchmark
+    from orchestrator.methods.hyperfd.benchmark import build_benchmark
 
     storage = Path(args.storage or config.storage).expanduser().resolve()
     _start(config, address=args.address)

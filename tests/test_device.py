@@ -267,7 +267,7 @@ def test_trials_reserve_the_gpus_the_config_asks_for(tmp_path) -> None:
 
 
 def test_hyperfd_protocol_gains_precision_only_when_not_fp32() -> None:
-    from orchestrator.methods.hyperfd.online import training_protocol
+    from orchestrator.methods.hyperfd.plan import training_protocol
 
     s = SimpleNamespace(batch_size=8, width_mult=1.0, eval_every=2)
     plain = training_protocol("detector_hpo", s)

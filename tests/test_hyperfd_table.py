@@ -12,14 +12,9 @@ from ray.tune.search import Searcher
 
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import UserError
-from orchestrator.methods.hyperfd.online import (
-    domain_orders,
-    normalized_rank,
-    sample_pool,
-    table7,
-    table7_markdown,
-    warm_start_configs,
-)
+from orchestrator.methods.hyperfd.online import domain_orders, warm_start_configs
+from orchestrator.methods.hyperfd.plan import sample_pool
+from orchestrator.methods.hyperfd.table import normalized_rank, table7, table7_markdown
 from orchestrator.store import BenchmarkStore
 from search_algos.hyperfd import RankerSettings
 from search_algos.spaces.detector import DetectorHpoSpace, HpoConfig
@@ -136,7 +131,8 @@ def _jobs(searcher: Searcher) -> list[dict]:
 def test_search_mode_evaluates_the_rankers_picks_first_then_random_ones(tmp_path):
     """``mode: search`` on a new dataset: the first ``warm_start`` jobs are the ranker's (adam, as every
     stored run says), the rest distinct random picks of the pool; the list survives a restart."""
-    from orchestrator.methods.hyperfd.online import hyperfd_stages, load_recipe, pool_seed
+    from orchestrator.methods.hyperfd.online import hyperfd_stages
+    from orchestrator.methods.hyperfd.plan import load_recipe, pool_seed
     from trainables.detection_data import detection_meta_features
 
     raw = yaml.safe_load(open("configs/hyperfd.yaml"))
