@@ -161,7 +161,7 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     from orchestrator.pipeline import Stage, run_stage
     from orchestrator.store import StoreClient
     from search_algos.fixed import FixedArchSearcher
-    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.data import load_alignment_dataset
     from trainables.alignment.train import evaluate_child, load_supernet, train_supernet
 
     name, goal = "oneshot_eval_throughput", 0.8
@@ -395,7 +395,7 @@ def mnus_step_overhead(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     import numpy as np
 
     from search_algos.spaces.multipath import mnus_children
-    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.data import load_alignment_dataset
     from trainables.alignment.model import MultipathSupernet
     from trainables.alignment.train import train_standalone, train_supernet
 
@@ -511,7 +511,7 @@ def train_scaling_2w(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
         value = samples/s with 2 workers / with 1; holds when >= 1.6 and the 2 workers ran on 2 nodes.
     """
     hooks.ray_env()  # first: Ray reads some of it when first imported, and our imports import Ray
-    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.data import load_alignment_dataset
     from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     name, goal = "train_scaling_2w", 1.6

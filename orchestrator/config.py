@@ -100,7 +100,7 @@ class AlignmentDataConfig(_Section):
     seed: int = Field(0, ge=0)
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainables.alignment.generator.load_alignment_dataset``."""
+        """Keyword arguments of ``trainables.alignment.data.load_alignment_dataset``."""
         kwargs = self.model_dump()
         kwargs["name"] = kwargs.pop("dataset")
         return kwargs

@@ -90,7 +90,7 @@ def load_data(config: ExperimentConfig) -> Any:
     """The configured dataset (classification or alignment); bad files -> :class:`UserError`."""
     try:
         if config.is_alignment:
-            from trainables.alignment.generator import load_alignment_dataset
+            from trainables.alignment.data import load_alignment_dataset
 
             return load_alignment_dataset(**config.data.loader_kwargs())
         if isinstance(config.data, MicroExprDataConfig):
@@ -108,7 +108,7 @@ def load_data(config: ExperimentConfig) -> Any:
 
 def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
     if config.is_alignment:
-        from trainables.alignment.generator import alignment_meta_features
+        from trainables.alignment.data import alignment_meta_features
 
         return alignment_meta_features(data)
     if isinstance(config.data, DetectionDataConfig):

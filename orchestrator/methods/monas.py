@@ -58,7 +58,7 @@ _SUPERNETS: dict[str, Any] = {}
 
 
 def _dataset(kwargs: dict[str, Any]):
-    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.data import load_alignment_dataset
 
     return cached_dataset(kwargs, load_alignment_dataset)
 

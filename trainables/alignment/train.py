@@ -76,7 +76,7 @@ from trainables.train_loop import (
 )
 
 if TYPE_CHECKING:
-    from trainables.alignment.generator import AlignmentDataset, AlignmentSplit
+    from trainables.alignment.data import AlignmentDataset, AlignmentSplit
 
 __all__ = [
     "OnEpoch",
@@ -728,7 +728,7 @@ def train_supernet_distributed(
 
     Args:
         space: the multi-path space.
-        data_spec: keyword arguments of :func:`trainables.alignment.generator.load_alignment_dataset`.
+        data_spec: keyword arguments of :func:`trainables.alignment.data.load_alignment_dataset`.
         settings: the training protocol, including ``num_workers``, ``use_gpu``, ``cpus_per_worker``.
         storage_path: where Ray Train keeps the run (shared storage on a multi-node cluster).
         name: the run's name, stable across retries of one trial so that it resumes.
@@ -760,7 +760,7 @@ def train_supernet_distributed(
 
 def _train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from the run's checkpoint, load the data, train, report per epoch."""
-    from trainables.alignment.generator import load_alignment_dataset
+    from trainables.alignment.data import load_alignment_dataset
 
     settings: SupernetSettings = config["settings"]
 

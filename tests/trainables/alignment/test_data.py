@@ -1,4 +1,4 @@
-"""Unit tests for trainables.alignment.generator (fast, no Ray): the seeded 3D face generator and the .mat loader."""
+"""Unit tests for trainables.alignment's data (fast, no Ray): the seeded 3D face generator and the .mat loader."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import scipy.io
 import skimage.io
 
 from trainables.alignment import generator as faces3d
-from trainables.alignment.metrics import landmarks_from_uv
-from trainables.checks import DatasetError
-from trainables.alignment.generator import (
+from trainables.alignment.data import (
     ALIGNMENT_DATASETS,
     NUM_LANDMARKS,
     AlignmentDataset,
@@ -23,10 +21,11 @@ from trainables.alignment.generator import (
     alignment_dataset_names,
     alignment_meta_features,
     load_alignment_dataset,
-    load_alignment_folder,
-    make_faces3d,
-    yaw_bin,
 )
+from trainables.alignment.formats import load_alignment_folder
+from trainables.alignment.generator import make_faces3d
+from trainables.alignment.metrics import landmarks_from_uv, yaw_bin
+from trainables.checks import DatasetError
 
 SIZE = 64
 SIZES = {"n_train": 24, "n_val": 9, "n_test": 12}

@@ -1,7 +1,7 @@
 """The MONAS multi-path supernet, MNUS training, one-shot evaluation and stand-alone retraining.
 
 Unit tests need neither Ray nor a GPU and generate a tiny alignment set themselves (``_faces``: the
-``AlignmentDataset`` layout of ``trainables.alignment.generator``); the integration tests train over two Ray Train
+``AlignmentDataset`` layout of ``trainables.alignment.data``); the integration tests train over two Ray Train
 workers inside a Tune trial on the local Ray of ``ray_local``.
 """
 
@@ -65,7 +65,7 @@ def _split(rng: np.random.Generator, n: int, landmark_uv: np.ndarray, face: np.n
 
 
 def _faces(n_train: int = 48, n_val: int = 16, n_test: int = 24, seed: int = 0) -> SimpleNamespace:
-    """An ``AlignmentDataset``-shaped set of ``SIZE`` x ``SIZE`` images (see ``trainables.alignment.generator``)."""
+    """An ``AlignmentDataset``-shaped set of ``SIZE`` x ``SIZE`` images (see ``trainables.alignment.data``)."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0:SIZE, 0:SIZE]
     face = (((rows - SIZE / 2) / (SIZE * 0.4)) ** 2 + ((cols - SIZE / 2) / (SIZE * 0.35)) ** 2) < 1  # (H, W)
@@ -497,7 +497,7 @@ def tune_run(ray_local, tmp_path_factory) -> SimpleNamespace:
     (the uninterrupted run's epoch 2) to a marker file; Ray Train restarts both workers from epoch 1.
     One run checks both the normal path and the resume (launching workers costs tens of seconds).
     """
-    pytest.importorskip("trainables.alignment.generator")
+    pytest.importorskip("trainables.alignment.data")
     from ray import tune
 
     def trial(config: dict) -> None:
