@@ -360,12 +360,12 @@ def measure_detector(
 ) -> Throughput:
     """Training images/s of the HyperFD detector (``fit_detector``: augmentation, matching, loss, step).
 
-    Times whole epochs of :func:`trainables.detector_train.fit_detector` between its ``on_epoch`` calls
+    Times whole epochs of :func:`trainables.detection.train.fit_detector` between its ``on_epoch`` calls
     (validation only after the last one), on synthetic images with 1-4 random faces each; MobileNetV2.
     """
     from search_algos.spaces.detector import DetectorArch, HpoConfig
-    from trainables.detection_data import DetectionDataset, DetectionSplit
-    from trainables.detector_train import fit_detector
+    from trainables.detection.data import DetectionDataset, DetectionSplit
+    from trainables.detection.train import fit_detector
 
     where = torch.device(device)
     rng = np.random.default_rng(0)

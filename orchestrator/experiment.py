@@ -98,7 +98,7 @@ def load_data(config: ExperimentConfig) -> Any:
 
             return load_microexpr(**config.data.loader_kwargs())
         if isinstance(config.data, DetectionDataConfig):
-            from trainables.detection_data import load_detection_domain
+            from trainables.detection.data import load_detection_domain
 
             return load_detection_domain(**config.data.loader_kwargs())
         return load_dataset(**config.data.loader_kwargs())
@@ -112,7 +112,7 @@ def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
 
         return alignment_meta_features(data)
     if isinstance(config.data, DetectionDataConfig):
-        from trainables.detection_data import detection_meta_features
+        from trainables.detection.data import detection_meta_features
 
         return detection_meta_features(data)
     if isinstance(config.data, MicroExprDataConfig):

@@ -133,7 +133,7 @@ def test_search_mode_evaluates_the_rankers_picks_first_then_random_ones(tmp_path
     stored run says), the rest distinct random picks of the pool; the list survives a restart."""
     from orchestrator.methods.hyperfd.online import hyperfd_stages
     from orchestrator.methods.hyperfd.plan import load_recipe, pool_seed
-    from trainables.detection_data import detection_meta_features
+    from trainables.detection.data import detection_meta_features
 
     raw = yaml.safe_load(open("configs/hyperfd.yaml"))
     raw["data"].update({"domain": "mask", "image_size": 32, "n_images": 20})

@@ -277,7 +277,7 @@ def _rules(source: str, rel_path: str) -> list[str]:
         ("def f():\n    import torch\n", "search_algos/hyperfd/searcher.py", ["rule 3"]),  # sub-packages too
         ("def f():\n    import torch\n", "search_algos/hyperfd/data.py", ["rule 3"]),  # the ranker's numpy side
         ("from orchestrator.store import StoreClient\n", "search_algos/hpo.py", ["rule 2"]),
-        ("def f():\n    from trainables.detector_train import fit_detector\n", "search_algos/hyperfd/x.py", ["rule 2"]),
+        ("def f():\n    from trainables.detection.train import fit_detector\n", "search_algos/hyperfd/x.py", ["rule 2"]),
         ("from ..fixed import FixedArchSearcher\n", "search_algos/hyperfd/searcher.py", []),
         ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n", "search_algos/x.py", []),
         ("if TYPE_CHECKING:\n    pass\nelse:\n    import torch\n", "search_algos/x.py", ["rule 3"]),

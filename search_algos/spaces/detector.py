@@ -18,7 +18,7 @@ NAS space (Table 3): a MobileNetV2 / ProxylessNAS-style backbone of 7 stages of 
 (stage-specific range), an expand ratio in {4, 6} and a kernel in {3, 5, 7}; all blocks of a stage
 share the stage's expand ratio and kernel (Table 3 lists the choices per stage). Widths and strides are
 fixed by Table 3 (the paper's channels x 0.5 variant); the detector may scale widths further
-(``trainables/models/detector.py``, ``width_mult``), which does not change the encoding. Size:
+(``trainables/detection/model.py``, ``width_mult``), which does not change the encoding. Size:
 ``prod over stages 2..7 of (#depths * 2 * 3)`` = 18 * 18 * 18 * 18 * 12 * 6 = 7,558,272.
 
 Encodings for the performance ranker (§B.5): :meth:`HpoConfig.to_vector` (one-hot per

@@ -5,7 +5,7 @@ Paper: ``papers/hyperfd-online-automl-face-detection-supplement.txt`` (§B.4-B.5
 The benchmark (:func:`benchmark_stage`, also ``facenas benchmark build CONFIG``: :func:`build_benchmark`):
 every pool config on the source and online datasets, ``offline_configs`` pool configs on each offline
 dataset; one Tune trial per missing row (:func:`evaluate_detector`: store lookup, else
-:func:`trainables.detector_train.fit_detector`, then a durable store write). Rows already stored are
+:func:`trainables.detection.train.fit_detector`, then a durable store write). Rows already stored are
 skipped, so a build resumes where it stopped. The online and search stages evaluate their picks with the
 same trial.
 """
@@ -55,12 +55,12 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
     """Tune function trainable. ``config`` = ``{"arch": <JSON>, "epochs": int, "dataset_id": str, ...}``.
 
     A stored evaluation with the same protocol is served from the store (``cached=True``); otherwise the
-    detector trains (:func:`trainables.detector_train.fit_detector`) and the result is stored before the
+    detector trains (:func:`trainables.detection.train.fit_detector`) and the result is stored before the
     trial reports. A diverging run (NaN loss) is a failed evaluation, reported and not stored.
     """
     import torch
 
-    from trainables.detector_train import fit_detector
+    from trainables.detection.train import fit_detector
 
     torch.set_num_threads(1)
     arch = decode_arch(job.space, config["arch"])

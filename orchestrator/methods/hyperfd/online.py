@@ -263,7 +263,7 @@ def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], 
         ``(stages, select, extras)``; best.json holds the best validation AP per space (``best_by_space``)
         and which of the picks came from the ranker (``warm_start``).
     """
-    from trainables.detection_data import detection_meta_features
+    from trainables.detection.data import detection_meta_features
 
     s, data = config.searcher, config.data
     recipe = {"kind": "domain", "kwargs": {"domain": data.domain, "seed": data.seed,

@@ -9,7 +9,7 @@ Table 2, ``detector_nas``: Table 3) a pool of ``pool_size`` sampled configs (§B
 configurations"; ours smaller).
 
 Privacy (§3 of the paper, DESIGN.md §3): images stay in the trials and in this driver; the store gets
-meta-features (:func:`trainables.detection_data.detection_meta_features`, :func:`register_datasets`) and
+meta-features (:func:`trainables.detection.data.detection_meta_features`, :func:`register_datasets`) and
 results, the ranker meta-feature vectors and results.
 """
 
@@ -51,7 +51,7 @@ def _load_offline(source: dict[str, Any], clustering: dict[str, Any], dataset_id
 
 @functools.lru_cache(maxsize=4)
 def _offline_cached(source_json: str, clustering_json: str) -> tuple[Any, ...]:
-    from trainables.detection_data import offline_datasets
+    from trainables.detection.data import offline_datasets
 
     source = json.loads(source_json)
     clustering = json.loads(clustering_json)
@@ -61,7 +61,7 @@ def _offline_cached(source_json: str, clustering_json: str) -> tuple[Any, ...]:
 def load_recipe(recipe: dict[str, Any]) -> Any:
     """The dataset a recipe names: ``{"kind": "domain", "kwargs": ...}`` or ``{"kind": "offline", ...}``."""
     if recipe["kind"] == "domain":
-        from trainables.detection_data import load_detection_domain
+        from trainables.detection.data import load_detection_domain
 
         return cached_dataset(recipe["kwargs"], load_detection_domain)
     return _load_offline(recipe["source"], recipe["clustering"], recipe["dataset_id"])
@@ -189,7 +189,7 @@ def sample_pool(space: str, size: int, *, seed: int) -> list[str]:
 
 def register_datasets(plan: Plan, store: Any) -> dict[str, dict[str, float]]:
     """Meta-features of every dataset of the plan into the store (never images); returns them."""
-    from trainables.detection_data import detection_meta_features
+    from trainables.detection.data import detection_meta_features
 
     features = {}
     for dataset_id, recipe in plan.recipes().items():

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from search_algos.spaces.detector import DetectorArch, DetectorNasSpace, HpoConfig
-from trainables.detection_data import DetectionDataset, DetectionSplit, load_detection_domain
-from trainables.detector_train import augment_batch, detection_loss, fit_detector, match_anchors
-from trainables.models.detector import FaceDetector, decode_boxes, encode_boxes, make_anchors
+from trainables.detection.data import DetectionDataset, DetectionSplit, load_detection_domain
+from trainables.detection.model import FaceDetector, decode_boxes, encode_boxes, make_anchors
+from trainables.detection.train import augment_batch, detection_loss, fit_detector, match_anchors
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trainables.detection_metrics import ap50, average_precision, box_iou, nms, precision_recall
+from trainables.detection.metrics import ap50, average_precision, box_iou, nms, precision_recall
 
 
 def _arr(*rows):

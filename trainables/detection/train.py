@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from search_algos.spaces.detector import DetectorArch, HpoConfig
-from trainables.detection_data import DetectionDataset, DetectionSplit
 from trainables.checks import integer_problem
-from trainables.detection_metrics import ap50
+from trainables.detection.data import DetectionDataset, DetectionSplit
+from trainables.detection.metrics import ap50
+from trainables.detection.model import FaceDetector, decode_boxes, encode_boxes
 from trainables.device import (
     DeviceData,
     autocast,
@@ -47,7 +48,6 @@ from trainables.device import (
     resolve_precision,
     to_device,
 )
-from trainables.models.detector import FaceDetector, decode_boxes, encode_boxes
 from trainables.train_loop import deterministic
 
 __all__ = ["DetectorFit", "augment_batch", "detect", "detection_loss", "fit_detector", "match_anchors"]

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from trainables import detection_data as dd
+from trainables.detection import data as dd
 from trainables.checks import DatasetError
-from trainables.detection_data import (
+from trainables.detection.data import (
     CLUSTERINGS,
     DOMAINS,
     DetectionDataset,
