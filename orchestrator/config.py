@@ -118,14 +118,14 @@ class DetectionDataConfig(_Section):
     @field_validator("domain")
     @classmethod
     def _known_domain(cls, name: str) -> str:
-        from trainables.detection.data import domain_names
+        from trainables.detection.generator import domain_names
 
         if name not in domain_names():
             raise ValueError(f"unknown detection domain {name!r}; valid domains: {', '.join(domain_names())}")
         return name
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainables.detection.data.load_detection_domain``."""
+        """Keyword arguments of ``trainables.detection.generator.load_detection_domain``."""
         kwargs = self.model_dump()
         kwargs.pop("dataset")
         return kwargs
@@ -422,7 +422,8 @@ class HyperFDSearcherConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> HyperFDSearcherConfig:
-        from trainables.detection.data import CLUSTERINGS, domain_names
+        from trainables.detection.data import CLUSTERINGS
+        from trainables.detection.generator import domain_names
 
         problems = []
         unknown = [d for d in self.domains if d not in domain_names()]

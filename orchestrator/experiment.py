@@ -98,7 +98,7 @@ def load_data(config: ExperimentConfig) -> Any:
 
             return load_microexpr(**config.data.loader_kwargs())
         if isinstance(config.data, DetectionDataConfig):
-            from trainables.detection.data import load_detection_domain
+            from trainables.detection.generator import load_detection_domain
 
             return load_detection_domain(**config.data.loader_kwargs())
         return load_dataset(**config.data.loader_kwargs())

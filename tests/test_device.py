@@ -177,7 +177,7 @@ def test_supernet_one_shot_and_standalone_in_bf16_give_finite_losses() -> None:
 
 def test_detector_in_bf16_trains_with_a_finite_loss() -> None:
     from search_algos.spaces.detector import DetectorArch, HpoConfig
-    from trainables.detection.data import load_detection_domain
+    from trainables.detection.generator import load_detection_domain
     from trainables.detection.train import fit_detector
 
     ds = load_detection_domain("large", n_images=20)

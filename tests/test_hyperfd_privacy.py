@@ -20,7 +20,8 @@ import pytest
 from orchestrator.store import BenchmarkStore
 from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher
 from search_algos.spaces.detector import DetectorHpoSpace, HpoConfig
-from trainables.detection.data import detection_meta_features, load_detection_domain
+from trainables.detection.data import detection_meta_features
+from trainables.detection.generator import load_detection_domain
 
 WINDOW = 8  # consecutive pixel values that must not appear together anywhere
 

@@ -51,7 +51,7 @@ def _load_offline(source: dict[str, Any], clustering: dict[str, Any], dataset_id
 
 @functools.lru_cache(maxsize=4)
 def _offline_cached(source_json: str, clustering_json: str) -> tuple[Any, ...]:
-    from trainables.detection.data import offline_datasets
+    from trainables.detection.generator import offline_datasets
 
     source = json.loads(source_json)
     clustering = json.loads(clustering_json)
@@ -61,7 +61,7 @@ def _offline_cached(source_json: str, clustering_json: str) -> tuple[Any, ...]:
 def load_recipe(recipe: dict[str, Any]) -> Any:
     """The dataset a recipe names: ``{"kind": "domain", "kwargs": ...}`` or ``{"kind": "offline", ...}``."""
     if recipe["kind"] == "domain":
-        from trainables.detection.data import load_detection_domain
+        from trainables.detection.generator import load_detection_domain
 
         return cached_dataset(recipe["kwargs"], load_detection_domain)
     return _load_offline(recipe["source"], recipe["clustering"], recipe["dataset_id"])

@@ -7,22 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from trainables.detection import data as dd
 from trainables.checks import DatasetError
+from trainables.detection import generator as dd
 from trainables.detection.data import (
     CLUSTERINGS,
-    DOMAINS,
     DetectionDataset,
     DetectionSplit,
     cluster_subsets,
     detection_meta_features,
-    domain_names,
     image_features,
-    load_detection_domain,
-    load_wider_annotations,
-    load_wider_face,
     split_sizes,
 )
+from trainables.detection.formats import load_wider_annotations, load_wider_face
+from trainables.detection.generator import DOMAINS, domain_names, load_detection_domain
 
 _N = 20  # images per domain in these tests
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from search_algos.spaces.detector import DetectorArch, DetectorNasSpace, HpoConfig
-from trainables.detection.data import DetectionDataset, DetectionSplit, load_detection_domain
+from trainables.detection.data import DetectionDataset, DetectionSplit
+from trainables.detection.generator import load_detection_domain
 from trainables.detection.model import FaceDetector, decode_boxes, encode_boxes, make_anchors
 from trainables.detection.train import augment_batch, detection_loss, fit_detector, match_anchors
 
