@@ -15,7 +15,7 @@ share while it runs; with N >= 2 GPUs also the supernet on 1 vs N Ray Train work
   ``detail`` has images/s and busy share of fp32, bf16 and bf16 + channels_last, and the bf16 speed-up.
 - ``oneshot_eval``, ``detector``, ``rnas_mer_fold``, ``rnas_mer_search``: value = bf16 / fp32 throughput
   (images/s; clips/s for RNAS-MER), goal 1.0; ``detail`` as above. RNAS-MER's entries need
-  ``trainables.rnas_search`` and ``trainables.models.rnas``: they measure a LOSO fold step of a decoded
+  ``trainables.microexpr.train`` and ``trainables.microexpr.model``: they measure a LOSO fold step of a decoded
   network and a search step of the supernet with the device rule applied around them (model and clips on
   the GPU, the forward under autocast); absent when those modules are not importable.
 - ``supernet_train_scaling`` (N >= 2 GPUs): value = samples/s of N workers / 1 worker, goal 0.8 N.
@@ -418,16 +418,16 @@ def measure_rnas(
 
     The device rule is applied around RNAS-MER's own code (model and clips on ``device``, the forward
     passes under :func:`trainables.device.autocast`): the fold step is ``fit_fold``'s (Adam, cross-entropy,
-    no host read-back), the search step is :func:`trainables.rnas_search.search_step` itself (it reads its
+    no host read-back), the search step is :func:`trainables.microexpr.train.search_step` itself (it reads its
     two losses back, as the search loop does). Empty when the RNAS-MER modules are not importable.
     """
-    if importlib.util.find_spec("trainables.rnas_search") is None or importlib.util.find_spec("trainables.models.rnas") is None:
+    if importlib.util.find_spec("trainables.microexpr.train") is None or importlib.util.find_spec("trainables.microexpr.model") is None:
         return {}
     import torch.nn.functional as F
 
     from trainables.device import autocast
-    from trainables.models.rnas import RnasNetwork, RnasSupernet, SupernetSpec
-    from trainables.rnas_search import search_step
+    from trainables.microexpr.model import RnasNetwork, RnasSupernet, SupernetSpec
+    from trainables.microexpr.train import search_step
 
     where = torch.device(device)
     spec = SupernetSpec(channels=channels, cells=cells, nodes=nodes, levels=levels)

@@ -153,7 +153,7 @@ class MicroExprDataConfig(_Section):
         return self
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trainables.microexpr.load_microexpr``."""
+        """Keyword arguments of ``trainables.microexpr.data.load_microexpr``."""
         kwargs = self.model_dump()
         kwargs["name"] = kwargs.pop("dataset")
         kwargs["magnify_factor"] = kwargs.pop("magnify")

@@ -94,7 +94,7 @@ def load_data(config: ExperimentConfig) -> Any:
 
             return load_alignment_dataset(**config.data.loader_kwargs())
         if isinstance(config.data, MicroExprDataConfig):
-            from trainables.microexpr import load_microexpr
+            from trainables.microexpr.data import load_microexpr
 
             return load_microexpr(**config.data.loader_kwargs())
         if isinstance(config.data, DetectionDataConfig):
@@ -116,7 +116,7 @@ def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
 
         return detection_meta_features(data)
     if isinstance(config.data, MicroExprDataConfig):
-        from trainables.microexpr import microexpr_meta_features
+        from trainables.microexpr.data import microexpr_meta_features
 
         return microexpr_meta_features(data)
     return meta_features(data)

@@ -295,7 +295,7 @@ def _rules(source: str, rel_path: str) -> list[str]:
         ("from search_algos.spaces.global_space import GlobalArch\n", "trainables/x.py", []),
         ("from search_algos import spaces\n", "trainables/x.py", []),
         ("from search_algos.samos import SamosSearcher\n", "trainables/x.py", ["rule 4"]),
-        ("def f():\n    from orchestrator import store\n", "trainables/models/x.py", ["rule 4"]),
+        ("def f():\n    from orchestrator import store\n", "trainables/detection/x.py", ["rule 4"]),
         ("import torch\nimport orchestrator\nimport trainables\n", "orchestrator/x.py", []),
     ],
 )

@@ -65,7 +65,7 @@ def _fold(folder, subject: int, truth: list[int], predicted: list[int], params: 
 
 def test_pooled_figures_pool_folds_and_seeds(tmp_path):
     from orchestrator.methods.rnas_mer import pooled_figures
-    from trainables.mer_metrics import uar
+    from trainables.microexpr.metrics import uar
 
     _fold(tmp_path / "a", 0, [0, 1], [0, 1], 100)
     _fold(tmp_path / "a", 1, [2, 2], [2, 0], 100)
@@ -130,7 +130,7 @@ def _folds_of(run, stage: str, key: str, truth_pred: list[tuple[list[int], list[
 
 def test_figures_per_seed_and_pooled_over_seeds(tmp_path, capsys):
     from orchestrator.methods.rnas_mer import rnas_figures
-    from trainables.mer_metrics import uar
+    from trainables.microexpr.metrics import uar
 
     rows = _search_rows((0, CELL, 0.5), (1, OTHER, 0.6), (2, CELL, 0.4))  # seeds 0 and 2 decode the same genotype
     k_cell, k_other = rows[0]["arch_key"], rows[1]["arch_key"]

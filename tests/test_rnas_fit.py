@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from search_algos.spaces.rnas import RnasGenotype
-from trainables.microexpr import make_microexpr
-from trainables.models.rnas import BaselineC3D, RnasNetwork
+from trainables.microexpr.data import make_microexpr
+from trainables.microexpr.model import BaselineC3D, RnasNetwork
 
 torch.set_num_threads(1)
 

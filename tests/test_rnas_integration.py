@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from trainables.microexpr import make_microexpr
-from trainables.models.rnas import BaselineC3D, SupernetSpec
-from trainables.rnas_search import FoldSettings, SearchSettings, fit_fold, run_search
+from trainables.microexpr.data import make_microexpr
+from trainables.microexpr.model import BaselineC3D, SupernetSpec
+from trainables.microexpr.train import FoldSettings, SearchSettings, fit_fold, run_search
 
 torch.set_num_threads(1)
 

@@ -50,7 +50,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 class MerJob:
     """What the trials of one RNAS-MER stage share (narrow: no whole config object)."""
 
-    data: dict[str, Any]  # kwargs of trainables.microexpr.load_microexpr
+    data: dict[str, Any]  # kwargs of trainables.microexpr.data.load_microexpr
     spec: dict[str, Any]  # kwargs of SupernetSpec
     search: dict[str, Any]  # kwargs of SearchSettings (seed and arch lr/wd may come from the trial)
     fold: dict[str, Any]  # kwargs of FoldSettings
@@ -65,7 +65,7 @@ class MerJob:
 
 
 def _dataset(kwargs: dict[str, Any]):
-    from trainables.microexpr import load_microexpr
+    from trainables.microexpr.data import load_microexpr
 
     return cached_dataset(kwargs, load_microexpr)
 
@@ -83,8 +83,8 @@ def _failed(base: dict[str, Any], error: str) -> dict[str, Any]:
 
 def search_trial(config: dict[str, Any], job: MerJob) -> None:
     """Algorithm 1's search and decode stages; reports every epoch's ``val_uar`` and genotype (``arch``)."""
-    from trainables.models.rnas import MODEL_REVISION, RnasSupernet, SupernetSpec, count_params
-    from trainables.rnas_search import SearchSettings, run_search
+    from trainables.microexpr.model import MODEL_REVISION, RnasSupernet, SupernetSpec, count_params
+    from trainables.microexpr.train import SearchSettings, run_search
 
     torch.set_num_threads(1)
     data = _dataset(job.data)
@@ -130,7 +130,7 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
 def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
     """A factory of the fold's network, and its description (params, size, name)."""
     from search_algos.spaces.rnas import RnasGenotype
-    from trainables.models.rnas import RnasNetwork, baseline_for_params, count_params, model_size_mb
+    from trainables.microexpr.model import RnasNetwork, baseline_for_params, count_params, model_size_mb
 
     genotype = RnasGenotype.from_json(config["arch"])
 
@@ -143,7 +143,7 @@ def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
         width = baseline_for_params(count_params(searched()), num_classes=num_classes).width
 
         def make():
-            from trainables.models.rnas import BaselineC3D
+            from trainables.microexpr.model import BaselineC3D
 
             return BaselineC3D(width, num_classes=num_classes)
 
@@ -166,10 +166,10 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     ``_folds/<genotype key>/`` (the baseline's under the key of the genotype it is size-matched to).
     """
     from search_algos.spaces.rnas import RnasGenotype
-    from trainables.mer_metrics import uar
-    from trainables.models.rnas import MODEL_REVISION
-    from trainables.microexpr import loso_folds
-    from trainables.rnas_search import FoldSettings, fit_fold
+    from trainables.microexpr.data import loso_folds
+    from trainables.microexpr.metrics import uar
+    from trainables.microexpr.model import MODEL_REVISION
+    from trainables.microexpr.train import FoldSettings, fit_fold
 
     torch.set_num_threads(1)
     data = _dataset(job.data)
@@ -250,7 +250,7 @@ def pooled_figures(folders: str | list[str], num_classes: int) -> dict[str, Any]
     One folder is one network's LOSO; several (one per search seed) pool the seeds' predictions too.
     ``params`` and ``model_size_mb`` are the mean over the folders' networks.
     """
-    from trainables.mer_metrics import confusion_matrix, uar, uf1
+    from trainables.microexpr.metrics import confusion_matrix, uar, uf1
 
     folders = [folders] if isinstance(folders, str) else list(folders)
     truth, predicted, params, sizes, count = [], [], [], [], 0

@@ -5,7 +5,7 @@ operations), §3.2.1 Eq. 1-5 (cell: partial channels, edge normalisation eta, at
 (OPEN outer space, beta), Algorithm 2 (Viterbi decode of the path). DESIGN.md §1 fixes what the paper
 leaves open: N = 4 nodes, cell = top-2 inputs by ``softmax(alpha) * softmax(eta)`` excluding ``none``.
 
-Semantics (``trainables.models.rnas`` builds networks from them):
+Semantics (``trainables.microexpr.model`` builds networks from them):
 
 - Layer 0 is the stem, at level 0. Cells ``k = 0..L-1`` (layer ``k + 1``) each sit at a level ``j``;
   level ``j`` has down-sampling factor ``2 ** (j + 1)`` (``{2, 4, 8, 16}`` for four levels).

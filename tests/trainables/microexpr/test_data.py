@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from trainables.checks import DatasetError
-from trainables.microexpr import (
+from trainables.microexpr.data import (
     CLASS_NAMES, load_microexpr, loso_folds, magnify, make_microexpr, microexpr_meta_features, subject_split,
     temporal_interpolate,
 )
@@ -145,9 +145,9 @@ def test_classes_are_learnable_but_not_trivial_under_loso():
     """A tiny 3D CNN (about 10k parameters) beats chance (UAR 1/3) under LOSO, yet is far from perfect."""
     import torch
 
-    from trainables.mer_metrics import uar
-    from trainables.models.rnas import BaselineC3D
-    from trainables.rnas_search import FoldSettings, fit_fold
+    from trainables.microexpr.metrics import uar
+    from trainables.microexpr.model import BaselineC3D
+    from trainables.microexpr.train import FoldSettings, fit_fold
 
     torch.set_num_threads(1)
     ds = make_microexpr(subjects=6, episodes=8, frames=6, image_size=16, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainables.mer_metrics import confusion_matrix, uar, uf1
+from trainables.microexpr.metrics import confusion_matrix, uar, uf1
 
 
 def test_three_class_example_by_hand():

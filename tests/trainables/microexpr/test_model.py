@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from search_algos.spaces.rnas import DARTS_OPS, HYBRID_OPS, RnasGenotype, path_weights
-from trainables.models.rnas import (
+from trainables.microexpr.model import (
     Attention3d, BaselineC3D, MixedOp, RnasNetwork, RnasSupernet, SearchCell, SupernetSpec, baseline_for_params,
     channel_shuffle, count_params, make_op, model_size_mb,
 )
@@ -140,7 +140,7 @@ SPECS = {
 
 @pytest.mark.parametrize("switch", sorted(SPECS))
 def test_every_ablation_switch_builds_and_takes_a_search_step(switch):
-    from trainables.rnas_search import SearchSettings, _search_optimisers, search_step
+    from trainables.microexpr.train import SearchSettings, _search_optimisers, search_step
 
     spec = SupernetSpec(channels=4, cells=3, nodes=2, levels=3, shared_kernels=True, **SPECS[switch])
     net = RnasSupernet(spec)

@@ -29,9 +29,9 @@ from torch import nn
 
 from search_algos.spaces.rnas import RnasGenotype
 from trainables.device import DeviceData, autocast, resolve_device, resolve_precision
-from trainables.mer_metrics import uar, uf1
-from trainables.microexpr import MicroExprDataset, subject_split
-from trainables.models.rnas import RnasSupernet, SupernetSpec
+from trainables.microexpr.data import MicroExprDataset, subject_split
+from trainables.microexpr.metrics import uar, uf1
+from trainables.microexpr.model import RnasSupernet, SupernetSpec
 
 __all__ = ["FoldSettings", "SearchSettings", "fit_fold", "run_search", "search_step"]
 
