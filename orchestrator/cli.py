@@ -15,6 +15,7 @@ from orchestrator.errors import UserError
 
 if TYPE_CHECKING:  # the CLI imports the config module lazily (start-up time)
     from orchestrator.config import ExperimentConfig
+    from orchestrator.methods import Command, Method
 
 __all__ = ["main"]
 
@@ -57,15 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("run_dir")
     board.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
 
-    bench = sub.add_parser("benchmark", help="the shared benchmark store")
-    bench_sub = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = bench_sub.add_parser("build", help="fill the store offline for a config (resumes: stored rows are skipped)")
-    build.add_argument("config", help="experiment YAML with searcher.name: hyperfd, e.g. configs/hyperfd.yaml")
-    build.add_argument("--storage", help="folder holding runs and the benchmark store (default: config `storage`)")
-    build.add_argument("--address", help="attach to a Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
-    build.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="override a config value (repeatable)")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for method, command in _method_commands():
+        if command.group not in groups:
+            if command.group not in _GROUPS:
+                raise ValueError(f"method {method.name!r} adds command group {command.group!r}; "
+                                 f"known groups: {', '.join(_GROUPS)}")
+            group = sub.add_parser(command.group, help=_GROUPS[command.group])
+            groups[command.group] = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+        action = groups[command.group].add_parser(command.action, help=command.help)
+        action.add_argument("config", help=command.config_help)
+        action.add_argument("--storage", help="folder holding runs and the benchmark store (default: config `storage`)")
+        action.add_argument("--address", help="attach to a Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
+        action.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                            help="override a config value (repeatable)")
     return p
+
+
+# The command groups methods may add actions to (orchestrator.methods.base.Command), with their help.
+_GROUPS = {"benchmark": "the shared benchmark store"}
+
+
+def _method_commands() -> list[tuple[Method, Command]]:
+    """Every CLI command of the registered methods, in registration order."""
+    from orchestrator.methods import METHODS
+
+    return [(method, command) for method in METHODS.in_order() for command in method.commands]
 
 
 def _finish(paths, best: dict) -> None:
@@ -217,39 +235,39 @@ def _cmd_tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
+def _cmd_method(args: argparse.Namespace) -> int:
+    """``facenas <group> <action> CONFIG``: a method's offline job (``orchestrator.methods.base.Command``)."""
     from pathlib import Path
 
-    from orchestrator.config import HyperFDSearcherConfig, load_config
+    from orchestrator.config import load_config
     from orchestrator.runtime import check_address, stop_ray
 
+    method, command = next((m, c) for m, c in _method_commands()
+                           if (c.group, c.action) == (args.command, args.action))
     config, _raw = load_config(args.config, args.overrides)
-    if not isinstance(config.searcher, HyperFDSearcherConfig):
+    if config.searcher.name != method.name:
         raise UserError(
-            f"{args.config}: benchmark build needs searcher.name: hyperfd (it defines datasets and pools), "
+            f"{args.config}: {command.group} {command.action} needs searcher.name: {method.name} ({command.needs}), "
             f"got {config.searcher.name!r}"
         )
     check_address(args.address)
-    from orchestrator.methods.hyperfd.benchmark import build_benchmark
-
     storage = Path(args.storage or config.storage).expanduser().resolve()
     _start(config, address=args.address)
     try:
-        done = build_benchmark(config, storage)
+        lines = command.run(config, storage)
     except KeyboardInterrupt:
-        print("facenas: benchmark build interrupted; the rows stored so far are kept: run the same command "
-              "again to continue", file=sys.stderr)
+        print(f"facenas: {command.interrupted}", file=sys.stderr)
         return 130
     finally:
         stop_ray()
-    print("benchmark: " + ", ".join(f"{space}: {n} rows evaluated" for space, n in done.items()))
-    print(f"store:     {storage / 'benchmark'}")
+    for line in lines:
+        print(line)
     return 0
 
 
 _COMMANDS = {
     "run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "report": _cmd_report, "export": _cmd_export,
-    "compare": _cmd_compare, "tensorboard": _cmd_tensorboard, "benchmark": _cmd_benchmark,
+    "compare": _cmd_compare, "tensorboard": _cmd_tensorboard,
 }
 
 
@@ -260,7 +278,7 @@ def _loopback_only(args: argparse.Namespace) -> None:
     address and its servers listen on every interface. The switch is read when Ray is imported, so it
     is set here, before any module that imports Ray.
     """
-    if args.command in ("run", "resume", "benchmark") and not (args.address or os.environ.get("RAY_ADDRESS")):
+    if args.command in ("run", "resume", *_GROUPS) and not (args.address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -268,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _loopback_only(args)
     try:
-        return _COMMANDS[args.command](args)
+        return _COMMANDS.get(args.command, _cmd_method)(args)
     except UserError as exc:
         for line in exc.problems:
             print(f"facenas: {line}", file=sys.stderr)

@@ -11,31 +11,28 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from orchestrator.errors import UserError
-from search_algos.spaces import GlobalSpace
+from orchestrator.methods import DEFAULT, METHODS
+from orchestrator.sections import Section as _Section
 
 __all__ = [
     "DataConfig",
     "DetectionDataConfig",
     "ExperimentConfig",
-    "HyperFDSearcherConfig",
-    "GlobalSpaceConfig",
-    "MacroMicroSearcherConfig",
-    "RandomSearcherConfig",
     "ResourcesConfig",
     "TrainingConfig",
     "apply_overrides",
@@ -44,10 +41,6 @@ __all__ = [
 ]
 
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(_Section):
@@ -89,7 +82,7 @@ ALIGNMENT_DATASETS = ("faces3d", "aflw2000")
 
 
 class AlignmentDataConfig(_Section):
-    """A 3D face-alignment set (MONAS): generated ``faces3d``, or ``aflw2000`` files for the test split."""
+    """A 3D face-alignment set: generated ``faces3d``, or ``aflw2000`` files for the test split."""
 
     dataset: Literal["faces3d", "aflw2000"] = "faces3d"
     path: str | None = None
@@ -107,7 +100,7 @@ class AlignmentDataConfig(_Section):
 
 
 class DetectionDataConfig(_Section):
-    """A face-detection domain (HyperFD): LFW faces on photographs with one domain's shift, split 6:1:3."""
+    """A face-detection domain: LFW faces on photographs with one domain's shift, split 6:1:3."""
 
     dataset: Literal["detection"] = "detection"
     domain: str = "plain"
@@ -132,7 +125,7 @@ class DetectionDataConfig(_Section):
 
 
 class MicroExprDataConfig(_Section):
-    """Micro-expression clips (RNAS-MER): generated from LFW faces, or CASME-II/SAMM-style folders."""
+    """Micro-expression clips: generated from LFW faces, or CASME-II/SAMM-style folders."""
 
     dataset: Literal["microexpr", "mer_folder"] = "microexpr"
     path: str | None = None  # mer_folder: the folder of subject/episode/frame folders
@@ -186,283 +179,51 @@ DataSection = Annotated[
 ]
 
 
-class GlobalSpaceConfig(_Section):
-    """Bounds of the ``global`` space (Efficient Global NAS §3.1)."""
-
-    name: Literal["global"] = "global"
-    d_min: int = Field(5, ge=1)
-    d_max: int = Field(100, ge=1)
-    w_min: int = Field(16, ge=1)
-    w_max: int = Field(128, ge=1)
-    w_step: int = Field(2, ge=1)
-    ops: tuple[Literal["sep", "conv"], ...] = ("sep", "conv")
-    kernels: tuple[Literal[3, 5], ...] = (3, 5)
-
-    @model_validator(mode="after")
-    def _check(self) -> GlobalSpaceConfig:
-        self.build()  # cross-field rules live in the space itself; its ValueError names them
-        return self
-
-    def build(self) -> GlobalSpace:
-        return GlobalSpace(**self.model_dump(exclude={"name"}))
+# -- the sections the methods bring (orchestrator.methods.METHODS) ------------------------------------------
 
 
-class MultipathSpaceConfig(_Section):
-    """The MONAS multi-path space: ``layers`` node columns x ``scales`` resolutions (paper: 10 x 4)."""
-
-    name: Literal["multipath"] = "multipath"
-    layers: int = Field(4, ge=2, le=32)
-    scales: int = Field(3, ge=1, le=6)
-
-    def build(self):
-        from search_algos.spaces.multipath import MultipathSpace
-
-        return MultipathSpace(layers=self.layers, scales=self.scales)
+def _searcher_sections() -> dict[str, type[BaseModel]]:
+    """``searcher.name`` -> its section, in registration order (the order errors list them)."""
+    return {method.name: method.section for method in METHODS.in_order()}
 
 
-class RnasSpaceConfig(_Section):
-    """The RNAS-MER space: OPEN path over ``levels`` resolutions x ``cells`` cells, one cell of ``nodes`` nodes."""
+def _space_sections() -> dict[str, type[BaseModel]]:
+    """``space.name`` -> its section, in the order the methods that search it were registered."""
+    return METHODS.by_space("space")
 
-    name: Literal["rnas"] = "rnas"
-    cells: int = Field(6, ge=1, le=12)  # paper: 6
-    nodes: int = Field(4, ge=1, le=6)  # DESIGN.md: N = 4
-    levels: int = Field(4, ge=1, le=5)  # paper: down-sampling {2, 4, 8, 16}
-    ops: Literal["hybrid", "darts"] = "hybrid"  # Table 1, or DARTS's 8 (ablations 1-2)
-    attention: bool = True  # spatio-temporal attention at the cell output (off: ablation 3)
 
-    def build(self):
-        from search_algos.spaces.rnas import RnasSpace
+def _default_searcher() -> BaseModel:
+    return METHODS.get(DEFAULT).section()
 
-        return RnasSpace(cells=self.cells, nodes=self.nodes, levels=self.levels, ops=self.ops, attention=self.attention)
+
+def _default_space() -> BaseModel:
+    return METHODS.get(DEFAULT).space()
 
 
 def _space_kind(value: Any) -> str:
-    name = value.get("name", "global") if isinstance(value, dict) else getattr(value, "name", "global")
-    return name if name in ("global", "multipath", "rnas") else str(name)
+    default = METHODS.get(DEFAULT).space_name
+    name = value.get("name", default) if isinstance(value, dict) else getattr(value, "name", default)
+    return str(name)
 
 
-SpaceSection = Annotated[
-    Union[
-        Annotated[GlobalSpaceConfig, Tag("global")],
-        Annotated[MultipathSpaceConfig, Tag("multipath")],
-        Annotated[RnasSpaceConfig, Tag("rnas")],
-    ],
-    Discriminator(_space_kind),
-]
+def _searcher_union() -> Any:
+    return Annotated[Union[tuple(_searcher_sections().values())], Field(discriminator="name")]
 
 
-class RandomSearcherConfig(_Section):
-    """Random search: ``num_samples`` architectures, each trained ``epochs`` epochs."""
-
-    name: Literal["random"] = "random"
-    num_samples: int = Field(12, ge=1)
-    epochs: int = Field(3, ge=1)
-    tunable: ClassVar[bool] = True  # its trials train for `epochs` and report each: `scheduler` and `hpo` apply
+def _space_union() -> Any:
+    tagged = tuple(Annotated[section, Tag(name)] for name, section in _space_sections().items())
+    return Annotated[Union[tagged], Discriminator(_space_kind)]
 
 
-class MacroMicroSearcherConfig(_Section):
-    """Efficient Global NAS (Algorithm 1): a §4.1 preset plus overrides, speculation, baseline, retrain.
-
-    Every setting left out comes from ``preset``; see ``search_algos.macro_micro.MacroMicroSettings``.
-    """
-
-    name: Literal["macro_micro"] = "macro_micro"
-    preset: Literal["tiny", "mobile"] = "tiny"
-    d_min: int | None = Field(None, ge=1)
-    d_max: int | None = Field(None, ge=1)
-    w_min: int | None = Field(None, ge=1)
-    w_max: int | None = Field(None, ge=1)
-    w_res: int | None = Field(None, ge=1)
-    e_min_macro: int | None = Field(None, ge=1)
-    e_min_micro: int | None = Field(None, ge=1)
-    grow_gain: float | None = Field(None, ge=0)
-    drop_tolerance: float | None = Field(None, ge=0)
-    max_drops: int | None = Field(None, ge=1)
-    prune_epochs_step: int | None = Field(None, ge=0)
-    max_prune_failures: int | None = Field(None, ge=1)
-    param_slack: float | None = Field(None, ge=0)
-    width_step: int | None = Field(None, ge=1)
-    speculate: int = Field(1, ge=1)
-    final_epochs: int = Field(10, ge=1)
-    # The searched network is retrained with this many training seeds (seed, seed+1, ...); RI uses
-    # their mean accuracy, as the paper reports means over runs.
-    final_seeds: int = Field(1, ge=1, le=20)
-    baseline_samples: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> MacroMicroSearcherConfig:
-        self.settings()  # cross-field rules (d_min <= d_max, ...) live in the settings themselves
-        return self
-
-    def settings(self):
-        from search_algos.macro_micro import MacroMicroSettings
-
-        overrides = self.model_dump(
-            exclude={"name", "preset", "speculate", "final_epochs", "final_seeds", "baseline_samples"},
-            exclude_none=True,
-        )
-        try:
-            return MacroMicroSettings.preset(self.preset, **overrides)
-        except ValueError as exc:
-            raise ValueError(str(exc).removeprefix("invalid MacroMicroSettings: ")) from None
-
-
-class SamosSearcherConfig(_Section):
-    """MONAS: MNUS supernet training, SAMOS search (Algorithm 2), random baseline, stand-alone retraining."""
-
-    name: Literal["samos"] = "samos"
-    # supernet (Algorithm 1)
-    supernet_epochs: int = Field(6, ge=1)
-    k_children: int = Field(4, ge=1)
-    sampling: Literal["mnus", "uniform"] = "mnus"
-    channels: int = Field(8, ge=2)
-    batch_size: int = Field(16, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    bn_recalibration_batches: int = Field(4, ge=0)
-    # SAMOS (Algorithm 2)
-    iterations: int = Field(200, ge=1)
-    cooling: float = Field(0.85, gt=0, lt=1)
-    t0: float | None = Field(None, gt=0)
-    calibration: int = Field(8, ge=1)
-    chains: int = Field(1, ge=1)
-    # baseline, retraining, ablation (Table IV)
-    random_samples: int | None = Field(None, ge=1)
-    retrain_epochs: int = Field(10, ge=1)
-    ablation: bool = False
-    ablation_children: int = Field(12, ge=3)
-
-
-class RnasSearcherConfig(_Section):
-    """RNAS-MER: bilevel differentiable search (Algorithm 1), LOSO retraining, baseline, ablations (Table 3)."""
-
-    name: Literal["rnas_mer"] = "rnas_mer"
-    # supernet (ablation switches of Table 3 beside space.ops / space.attention)
-    channels: int = Field(4, ge=1)  # level-0 width of the supernet; level j has channels * 2**j
-    partial_channels: int = Field(4, ge=1)  # PC-DARTS k: 1/k of the channels through the mixed op; 1 = off
-    edge_normalization: bool = True  # eta (off: ablations 1 and 4)
-    beta_normalisation: Literal["outgoing", "incoming"] = "outgoing"  # Eq. 7 as written, or DESIGN.md's
-    shared_kernels: bool = True  # hybrid ops of an edge share nu_1, nu_3, nu_5 during the search (CPU budget)
-    # search (Algorithm 1): weights on Train A, alpha/eta/beta on Train B
-    epochs: int = Field(6, ge=1)
-    batch_size: int = Field(8, ge=2)
-    lr: float = Field(0.025, gt=0)
-    arch_lr: float = Field(3e-3, gt=0)
-    arch_weight_decay: float = Field(1e-3, ge=0)
-    tune_over: Literal["seeds", "optuna"] = "seeds"
-    seeds: tuple[int, ...] = (0,)
-    optuna_trials: int = Field(4, ge=1)
-    arch_lr_range: tuple[float, float] = (1e-4, 1e-2)
-    arch_weight_decay_range: tuple[float, float] = (1e-5, 1e-2)
-    # training stage: leave-one-subject-out
-    retrain_channels: int = Field(4, ge=1)
-    loso_epochs: int = Field(15, ge=1)
-    loso_batch_size: int = Field(8, ge=2)
-    loso_lr: float = Field(2e-3, gt=0)
-    baseline: bool = True  # a hand-designed 3D CNN of about the same size under the same LOSO
-    ablations: tuple[Literal["darts_ops", "no_partial", "no_attention", "no_edge_norm"], ...] = ()
-
-    @model_validator(mode="after")
-    def _check(self) -> RnasSearcherConfig:
-        if self.channels % self.partial_channels:
-            raise ValueError(
-                f"channels must be a multiple of partial_channels, got {self.channels} and {self.partial_channels}"
-            )
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must list distinct non-negative seeds, got {list(self.seeds)}")
-        for key in ("arch_lr_range", "arch_weight_decay_range"):
-            low, high = getattr(self, key)
-            if not 0 < low < high:
-                raise ValueError(f"{key}: 0 < low < high must hold, got low={low}, high={high}")
-        if len(set(self.ablations)) != len(self.ablations):
-            raise ValueError(f"ablations must not repeat, got {list(self.ablations)}")
-        return self
-
-
-class HyperFDSearcherConfig(_Section):
-    """HyperFD (online AutoML for face detection): offline benchmark, ranker warm-up, online protocol, Table 7.
-
-    ``data`` (a detection domain) is the source: its clustered sub-datasets are the offline set and it is
-    the reference of "best on reference". Ranker keys default to the supplement's Table 6.
-    """
-
-    name: Literal["hyperfd"] = "hyperfd"
-    domains: tuple[str, ...] = ("plain", "mask", "fisheye", "fisheye_crowd", "lowlight", "blur", "grayscale",
-                                "crowd", "large", "anime")  # fmt: skip
-    spaces: tuple[Literal["detector_hpo", "detector_nas"], ...] = ("detector_hpo", "detector_nas")
-    pool_size: int = Field(24, ge=2)
-    budget: int = Field(4, ge=1)
-    orders: int = Field(5, ge=1)
-    # benchmark: datasets and the detector's training protocol
-    source_images: int = Field(400, ge=20)
-    offline_datasets: int = Field(16, ge=2)
-    offline_configs: int = Field(12, ge=2)
-    clustering_methods: tuple[str, ...] = ("kmeans", "pca_kmeans", "agglomerative", "birch", "dbscan")
-    clustering_ks: tuple[int, ...] = (2, 3, 5, 7)
-    min_images: int = Field(40, ge=3)
-    epochs: int = Field(6, ge=1)
-    batch_size: int = Field(16, ge=2)
-    width_mult: float = Field(0.25, gt=0, le=4)
-    eval_every: int = Field(2, ge=1)
-    # ranker (Table 6)
-    hidden: int = Field(64, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    iters_per_task: int = Field(50, ge=1)
-    trans_iters: int = Field(20, ge=0)
-    lambda_sim: float = Field(0.03, ge=0)
-    margin: float = Field(0.5, ge=0)
-    lambda_reg: float = Field(1e4, ge=0)
-    explore_ratio: float = Field(0.5, ge=0, lt=1)
-    warmup_steps: int = Field(400, ge=0)
-    warmup_lr: float = Field(1e-3, gt=0)
-    # mode: search -- a search on the one dataset of `data`, its first `warm_start` configs the ranker's
-    # top suggestions learnt from every stored run (0: plain random search over the pool)
-    mode: Literal["protocol", "search"] = "protocol"
-    num_samples: int = Field(8, ge=1)
-    warm_start: int = Field(4, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> HyperFDSearcherConfig:
-        from trainables.detection.data import CLUSTERINGS
-        from trainables.detection.generator import domain_names
-
-        problems = []
-        unknown = [d for d in self.domains if d not in domain_names()]
-        if unknown:
-            problems.append(f"domains {unknown} are unknown; valid domains: {', '.join(domain_names())}")
-        if len(set(self.domains)) != len(self.domains) or not self.domains:
-            problems.append(f"domains must be distinct and non-empty, got {list(self.domains)}")
-        if len(set(self.spaces)) != len(self.spaces) or not self.spaces:
-            problems.append(f"spaces must be distinct and non-empty, got {list(self.spaces)}")
-        bad = [m for m in self.clustering_methods if m not in CLUSTERINGS]
-        if bad:
-            problems.append(f"clustering_methods {bad} are unknown; valid: {', '.join(CLUSTERINGS)}")
-        if self.budget > self.pool_size:
-            problems.append(f"budget <= pool_size must hold, but got budget={self.budget}, pool_size={self.pool_size}")
-        if self.mode == "search" and self.num_samples > self.pool_size:
-            problems.append(f"num_samples <= pool_size must hold, got num_samples={self.num_samples}, "
-                            f"pool_size={self.pool_size}")
-        if self.mode == "search" and self.warm_start > self.num_samples:
-            problems.append(f"warm_start <= num_samples must hold, got warm_start={self.warm_start}, "
-                            f"num_samples={self.num_samples}")
-        if "detector_hpo" in self.spaces and self.pool_size > 216:
-            problems.append(f"pool_size <= 216 (the HPO grid of Table 2) must hold, got {self.pool_size}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-SearcherConfig = Annotated[
-    Union[RandomSearcherConfig, MacroMicroSearcherConfig, SamosSearcherConfig, RnasSearcherConfig,
-          HyperFDSearcherConfig],
-    Field(discriminator="name"),
-]
+SearcherSection = _searcher_union()
+SpaceSection = _space_union()
 
 
 class TrainingConfig(_Section):
     """How each candidate is trained (the paper's protocol by default), and on what device.
 
-    ``use_gpu``, ``precision`` and ``channels_last`` apply to every trainable (candidates, the MONAS supernet,
-    one-shot evaluation and retraining, the HyperFD detector): :mod:`trainables.device`.
+    ``use_gpu``, ``precision`` and ``channels_last`` apply to every trainable (candidates, supernets, one-shot
+    evaluation and stand-alone retraining, detectors): :mod:`trainables.device`.
     """
 
     batch_size: int = Field(64, ge=1)
@@ -543,8 +304,8 @@ class ExperimentConfig(_Section):
     seed: int = Field(0, ge=0)
     storage: str = "runs"
     data: DataSection = DataConfig()
-    space: SpaceSection = GlobalSpaceConfig()
-    searcher: SearcherConfig = RandomSearcherConfig()
+    space: SpaceSection = _default_space()
+    searcher: SearcherSection = _default_searcher()
     training: TrainingConfig = TrainingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -608,53 +369,32 @@ class ExperimentConfig(_Section):
     def _tuning(self) -> ExperimentConfig:
         asked = [key for key, on in (("scheduler", self.scheduler.name != "none"), ("hpo", bool(self.hpo))) if on]
         if asked and not getattr(type(self.searcher), "tunable", False):
+            tunable = ", ".join(m.name for m in METHODS.in_order() if getattr(m.section, "tunable", False))
             raise ValueError(
                 f"{' and '.join(asked)} {'apply' if len(asked) > 1 else 'applies'} only to searchers whose trials "
-                f"train for several epochs and report each (random); searcher {self.searcher.name!r} is not one: "
+                f"train for several epochs and report each ({tunable}); searcher {self.searcher.name!r} is not one: "
                 f"remove {' and '.join(asked)}"
             )
         return self
 
     @model_validator(mode="after")
     def _compatible(self) -> ExperimentConfig:
-        alignment = isinstance(self.data, AlignmentDataConfig)
-        micro = isinstance(self.data, MicroExprDataConfig)
-        if isinstance(self.searcher, RnasSearcherConfig) or micro or self.space.name == "rnas":
-            if not (isinstance(self.searcher, RnasSearcherConfig) and micro and self.space.name == "rnas"):
-                raise ValueError(
-                    "searcher 'rnas_mer' (RNAS-MER), space.name: rnas and a micro-expression dataset "
-                    f"(microexpr, mer_folder) go together, got searcher {self.searcher.name!r}, "
-                    f"space {self.space.name!r}, dataset {self.data.dataset!r}"
-                )
-            return self
-        if isinstance(self.searcher, SamosSearcherConfig):
-            if self.space.name != "multipath" or not alignment:
-                raise ValueError(
-                    "searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
-                    f"({', '.join(ALIGNMENT_DATASETS)}), got space {self.space.name!r}, dataset {self.data.dataset!r}"
-                )
-        elif isinstance(self.searcher, HyperFDSearcherConfig):
-            if not isinstance(self.data, DetectionDataConfig):
-                raise ValueError(
-                    "searcher 'hyperfd' needs a detection dataset (data.dataset: detection, its domain is the "
-                    f"offline source), got dataset {self.data.dataset!r}"
-                )
-            if self.searcher.mode == "protocol" and self.data.domain in self.searcher.domains:
-                raise ValueError(
-                    f"data.domain {self.data.domain!r} is the offline source; remove it from searcher.domains "
-                    "(the online domains)"
-                )
-        elif isinstance(self.data, DetectionDataConfig):
-            raise ValueError(
-                f"dataset 'detection' needs a face-detection searcher (HyperFD); searcher {self.searcher.name!r} "
-                "trains classifiers: pick another dataset"
-            )
-        elif self.space.name != "global" or alignment:
-            raise ValueError(
-                f"searcher {self.searcher.name!r} needs space.name: global and a classification dataset, "
-                f"got space {self.space.name!r}, dataset {self.data.dataset!r}"
-            )
+        """Searcher, space and data go together: the rule of a method that claims the config's data kind or
+        space for itself (``Method.exclusive``) comes first, else the searcher's own (``Method.check``)."""
+        method = METHODS.get(self.searcher.name)
+        for other in METHODS.in_order():
+            claimed = other is method or other.data == self.data_kind or other.space_name == self.space.name
+            if other.exclusive and other.check is not None and claimed:
+                other.check(self)
+                return self
+        if method.check is not None:
+            method.check(self)
         return self
+
+    @property
+    def data_kind(self) -> str:
+        """``classification``, ``alignment``, ``detection`` or ``microexpr``: which data section this is."""
+        return _data_kind(self.data)
 
     @property
     def is_alignment(self) -> bool:
@@ -720,11 +460,11 @@ def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
     model = _section_model(loc)
     section = raw.get(loc[0]) if isinstance(raw.get(loc[0]), dict) else {}
     if loc[0] == "searcher":
-        model = _SEARCHER_MODELS.get(section.get("name", "random"))
+        model = _searcher_sections().get(section.get("name", DEFAULT))
     elif loc[0] == "data":
         model = _DATA_MODELS[_data_kind(section)]
     elif loc[0] == "space":
-        model = {"multipath": MultipathSpaceConfig, "rnas": RnasSpaceConfig}.get(_space_kind(section), GlobalSpaceConfig)
+        model = _space_sections().get(_space_kind(section), METHODS.get(DEFAULT).space)
     if model is None:
         return ""
     return "; valid keys: " + ", ".join(model.model_fields)
@@ -733,7 +473,7 @@ def _valid_keys(loc: list[str], raw: dict[str, Any]) -> str:
 def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     # Discriminated unions put the tag into the path (searcher.random.epochs): drop it.
-    if len(loc) > 1 and err.get("type") != "union_tag_invalid" and loc[1] in _UNION_TAGS.get(loc[0], ()):
+    if len(loc) > 1 and err.get("type") != "union_tag_invalid" and loc[1] in _union_tags().get(loc[0], ()):
         loc.pop(1)
     path = ".".join(loc) or "searcher"  # the only whole-config rule: searcher/space/data compatibility
     kind, msg, value = err["type"], err["msg"], err.get("input")
@@ -742,10 +482,10 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag", value)
         if loc and loc[0] == "space":
-            return f"{path}.name: unknown space {tag!r}; valid spaces: global, multipath, rnas"
-        return f"{path}.name: unknown searcher {tag!r}; valid searchers: {', '.join(_SEARCHER_TAGS)}"
+            return f"{path}.name: unknown space {tag!r}; valid spaces: {', '.join(_space_sections())}"
+        return f"{path}.name: unknown searcher {tag!r}; valid searchers: {', '.join(_searcher_sections())}"
     if kind == "union_tag_not_found":
-        return f"{path}.name: required; valid searchers: {', '.join(_SEARCHER_TAGS)}"
+        return f"{path}.name: required; valid searchers: {', '.join(_searcher_sections())}"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "value_error":
@@ -757,19 +497,27 @@ def _format_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     return f"{path}: {msg[0].lower() + msg[1:]}, got {shown}"
 
 
-_SEARCHER_MODELS: dict[str, type[BaseModel]] = {
-    "random": RandomSearcherConfig,
-    "macro_micro": MacroMicroSearcherConfig,
-    "samos": SamosSearcherConfig,
-    "rnas_mer": RnasSearcherConfig,
-    "hyperfd": HyperFDSearcherConfig,
-}
-_SEARCHER_TAGS = tuple(_SEARCHER_MODELS)
-_UNION_TAGS = {
-    "searcher": _SEARCHER_TAGS,
-    "data": tuple(_DATA_MODELS),
-    "space": ("global", "multipath", "rnas"),
-}
+def _union_tags() -> dict[str, tuple[str, ...]]:
+    """The tags of each discriminated section (pydantic puts them into error paths: searcher.random.epochs)."""
+    return {"searcher": tuple(_searcher_sections()), "data": tuple(_DATA_MODELS), "space": tuple(_space_sections())}
+
+
+_BUILT_FOR = tuple(METHODS.names())  # the methods ExperimentConfig's searcher and space sections know
+_LATER_MODELS: dict[tuple[str, ...], type[ExperimentConfig]] = {}
+
+
+def _experiment_model() -> type[ExperimentConfig]:
+    """:class:`ExperimentConfig`, or, when methods were registered (or removed) after this module was
+    imported, a subclass whose searcher and space sections are the registry's now (one per set of methods)."""
+    names = tuple(METHODS.names())
+    if names == _BUILT_FOR:
+        return ExperimentConfig
+    if names not in _LATER_MODELS:
+        _LATER_MODELS[names] = create_model(
+            "ExperimentConfig", __base__=ExperimentConfig, __module__=__name__,
+            space=(_space_union(), _default_space()), searcher=(_searcher_union(), _default_searcher()),
+        )  # fmt: skip
+    return _LATER_MODELS[names]
 
 
 def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
@@ -777,7 +525,7 @@ def parse_config(raw: Any, *, source: str = "config") -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a YAML mapping of sections (seed, data, space, searcher, ...)")
     try:
-        return ExperimentConfig.model_validate(raw)
+        return _experiment_model().model_validate(raw)
     except ValidationError as exc:
         raise UserError(*[f"{source}: {_format_error(e, raw)}" for e in exc.errors()]) from None
 

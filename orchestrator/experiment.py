@@ -15,20 +15,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from orchestrator.config import (
-    DetectionDataConfig, ExperimentConfig, HyperFDSearcherConfig, MacroMicroSearcherConfig, MicroExprDataConfig,
-    RandomSearcherConfig, RnasSearcherConfig, SamosSearcherConfig,
-)
+from orchestrator.config import DetectionDataConfig, ExperimentConfig, MicroExprDataConfig
 from orchestrator.errors import UserError
-from orchestrator.evaluate import EvalJob
+from orchestrator.methods import METHODS
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
 from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, write_parquet_atomic
 from search_algos.durable import write_text_durable
-from search_algos.fixed import FixedArchSearcher
-from search_algos.macro_micro import MacroMicroSearcher
-from search_algos.random_search import RandomArchSearcher
 from trainables.checks import DatasetError
-from trainables.classification.data import ImageDataset, load_dataset, meta_features
+from trainables.classification.data import load_dataset, meta_features
 
 __all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]
 
@@ -154,145 +148,13 @@ def _in_use(root: Path) -> bool:
 
 @dataclass
 class _Pipeline:
-    """The stages of a searcher, the stage whose evaluations decide ``best``, and its extra figures."""
+    """The stages of a method, the stage whose evaluations decide ``best``, and its extra figures
+    (``orchestrator.methods.base.Method``: ``stages``, ``deciding``)."""
 
     stages: list[Stage]
     deciding: str
     extras: Any = None  # Callable[[dict[str, StageOutcome]], dict] | None
     select: Any = None  # Callable[[dict[str, StageOutcome]], row | None]; default: best of `deciding`
-
-
-def _random_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any) -> _Pipeline:
-    s = config.searcher
-    space = config.space.build()
-    stage = Stage(
-        name="search",
-        make_searcher=lambda _earlier: RandomArchSearcher(
-            space, num_samples=s.num_samples, epochs=s.epochs,
-            metric=config.metric, mode=config.mode, seed=config.seed,
-        ),
-        job=job_for("search"),
-        total=lambda _earlier: s.num_samples,
-        tunable=True,
-    )
-    return _Pipeline([stage], "search")
-
-
-def _macro_micro_pipeline(config: ExperimentConfig, data: ImageDataset, job_for: Any) -> _Pipeline:
-    """search (Algorithm 1) -> retrain the result for ``final_epochs`` -> random baseline (§4.1, RI)."""
-    s = config.searcher
-    settings = s.settings()
-    space = config.space.build()
-
-    def searched(earlier: dict[str, StageOutcome]) -> str:
-        arch = earlier["search"].summary.get("final_arch")
-        if not arch:
-            raise UserError("the macro-micro search ended without an architecture; see the search stage's trials")
-        return arch
-
-    def baseline_size(earlier: dict[str, StageOutcome]) -> int:
-        # Equal evaluation budget by default: as many random networks as the search evaluated.
-        return s.baseline_samples or int(earlier["search"].summary["evaluations"]["total"])
-
-    search = Stage(
-        name="search",
-        make_searcher=lambda _earlier: MacroMicroSearcher(
-            settings=settings, in_channels=data.in_channels, num_classes=data.num_classes,
-            metric=config.metric, mode=config.mode, seed=config.seed, speculate=s.speculate,
-        ),
-        job=job_for("search"),
-    )
-    # Several training seeds (the run's first) when asked: RI then compares their mean accuracy.
-    seeds = [config.seed + i for i in range(s.final_seeds)] if s.final_seeds > 1 else None
-    retrain = Stage(
-        name="retrain",
-        make_searcher=lambda earlier: FixedArchSearcher(
-            [searched(earlier)], epochs=s.final_epochs, metric=config.metric, mode=config.mode, seeds=seeds,
-        ),
-        job=job_for("retrain"),
-        total=lambda _earlier: s.final_seeds,
-    )
-    baseline = Stage(
-        name="baseline",
-        make_searcher=lambda earlier: RandomArchSearcher(
-            space, num_samples=baseline_size(earlier), epochs=s.final_epochs,
-            metric=config.metric, mode=config.mode, seed=config.seed,
-        ),
-        job=job_for("baseline"),
-        total=baseline_size,
-    )
-
-    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
-        return relative_improvement(outcomes["retrain"].frame, outcomes["baseline"].frame)
-
-    def select(outcomes: dict[str, StageOutcome]) -> Any:
-        # best.json describes the retraining with the run's own seed (its weights are the ones kept
-        # for export); the other seeds enter through RI's mean. Falls back to the best row.
-        frame = outcomes["retrain"].frame
-        ok = frame[frame["status"] == "ok"]
-        own = ok[[_row_seed(m, config.seed) == config.seed for m in ok["metrics"]]]
-        return own.iloc[0].to_dict() if not own.empty else pick_best(frame, mode=config.mode)
-
-    return _Pipeline([search, retrain, baseline], "retrain", extras, select)
-
-
-def _row_seed(metrics: Any, default: int) -> int:
-    payload = json.loads(metrics) if isinstance(metrics, str) and metrics else {}
-    return int(payload.get("seed", default))
-
-
-def relative_improvement(searched: pd.DataFrame, random: pd.DataFrame) -> dict[str, Any]:
-    """RI = 100 (Acc_m - mean Acc_r) / mean Acc_r (§4.1, after Yang et al.), on test and on val.
-
-    ``Acc_m`` is the mean over the searched network's retrainings (one per training seed).
-    """
-    ok_s = searched[searched["status"] == "ok"]
-    ok_r = random[random["status"] == "ok"]
-    if ok_s.empty or ok_r.empty:
-        return {"ri": None, "ri_val": None, "random_evaluations": int(len(ok_r))}
-    acc_m, acc_r = float(ok_s["test_acc"].mean()), float(ok_r["test_acc"].mean())
-    val_m, val_r = float(ok_s["value"].mean()), float(ok_r["value"].mean())
-    return {
-        "ri": 100.0 * (acc_m - acc_r) / acc_r,
-        "ri_val": 100.0 * (val_m - val_r) / val_r,
-        "searched_mean_test_acc": acc_m,
-        "searched_test_accs": [float(a) for a in ok_s["test_acc"]],
-        "random_mean_test_acc": acc_r,
-        "random_mean_val_acc": val_r,
-        "random_best_val_acc": float(ok_r["value"].max()),
-        "random_evaluations": int(len(ok_r)),
-    }
-
-
-def _monas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.methods.monas import monas_stages
-
-    store = job_for("search").store
-    stages, select, extras = monas_stages(config, data, store, job_for("search").storage_path)
-    return _Pipeline(stages, "retrain", extras, select)
-
-
-def _rnas_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.methods.rnas_mer import rnas_stages
-
-    stages, select, extras = rnas_stages(config, data, job_for("search").store, job_for("search").storage_path)
-    return _Pipeline(stages, "loso", extras, select)
-
-
-def _hyperfd_pipeline(config: ExperimentConfig, data: Any, job_for: Any) -> _Pipeline:
-    from orchestrator.methods.hyperfd.online import hyperfd_stages
-
-    stages, select, extras = hyperfd_stages(config, job_for("search").store, Path(job_for("search").storage_path))
-    return _Pipeline(stages, stages[-1].name, extras, select)
-
-
-_PIPELINES = {
-    RandomSearcherConfig: _random_pipeline,
-    MacroMicroSearcherConfig: _macro_micro_pipeline,
-    SamosSearcherConfig: _monas_pipeline,
-    RnasSearcherConfig: _rnas_pipeline,
-    HyperFDSearcherConfig: _hyperfd_pipeline,
-}
 
 
 def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
@@ -303,20 +165,9 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
     store = StoreClient.start(str(paths.store))
     store.put_dataset(data.dataset_id, data.name, _meta_features(config, data))
 
-    def job_for(stage: str) -> EvalJob:
-        return EvalJob(
-            space=config.space.name,
-            data=config.data.loader_kwargs(),
-            training=config.training.protocol(),
-            seed=config.seed,
-            store=store,
-            run=paths.root.name,
-            stage=stage,
-            metric=config.metric,
-            storage_path=str(paths.root),
-        )
-
-    pipeline = _PIPELINES[type(config.searcher)](config, data, job_for)
+    method = METHODS.get(config.searcher.name)
+    stages, select, extras = method.stages(config, data, store, str(paths.root))
+    pipeline = _Pipeline(stages, method.deciding or stages[-1].name, extras, select)
     outcomes: dict[str, StageOutcome] = {}
     for stage in pipeline.stages:
         outcomes[stage.name] = run_stage(
@@ -358,7 +209,7 @@ def _best_payload(config: ExperimentConfig, data: Any, outcomes: dict[str, Stage
     search = outcomes.get("search", outcome)
     ok = search.frame[search.frame["status"] == "ok"]
     test = _test_metrics(best)
-    figures = {k: test[k] for k in ("nme_by_yaw", "nme_mean") if k in test}  # DESIGN.md: MONAS's own figures
+    figures = {k: test[k] for k in ("nme_by_yaw", "nme_mean") if k in test}  # DESIGN.md: alignment's own figures
     return {
         **figures,
         "stage": deciding,

@@ -1,13 +1,14 @@
 """``facenas export RUN_DIR --out model.pt``: the best architecture as a standalone TorchScript file.
 
 The file loads with ``torch.jit.load`` alone (no facenas, no Ray): the network is built from
-``best.json``'s architecture (``global``: ``trainables.classification.model``; ``multipath``: the child
-of ``trainables.alignment.model``), scripted with ``torch.jit.script`` and checked against the eager
-network on an example input before it is written. Weights: the final weights the run kept for that
-evaluation (``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``, see
-``orchestrator.evaluate.weights_path``) when they exist; otherwise the network is freshly initialised
-(seed of the run) and the command says so. The file carries ``facenas.json`` (architecture, input
-shape, where the weights come from) as a TorchScript extra file.
+``best.json``'s architecture by the export of the method that searches its space
+(``orchestrator.methods.base.Method.export``, found by the space's name), scripted with
+``torch.jit.script`` and checked against the eager network on an example input before it is written.
+Weights: the final weights the run kept for that evaluation
+(``RUN_DIR/<stage>/weights/<arch_key>-e<epochs>.pt``, see ``orchestrator.evaluate.weights_path``) when
+they exist; otherwise the network is freshly initialised (seed of the run) and the command says so.
+The file carries ``facenas.json`` (architecture, input shape, where the weights come from) as a
+TorchScript extra file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.errors import UserError
 from orchestrator.evaluate import weights_path
 from orchestrator.experiment import RunPaths
+from orchestrator.methods import METHODS
 from search_algos.durable import write_durable
 
 __all__ = ["EXTRA_FILE", "Exported", "export_best"]
@@ -45,26 +47,17 @@ def _network(
     space: str, arch: Any, config: ExperimentConfig, seed: int
 ) -> tuple[torch.nn.Module, tuple[int, ...], dict[str, Any]]:
     """The eager network of ``arch`` (seeded init), the shape of one input batch, and how to prepare inputs."""
+    exports = METHODS.by_space("export")
+    if space not in exports:
+        raise UserError(f"export supports the spaces {_listed(list(exports))}, not {space!r}; nothing was written")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if space == "global":
-            from orchestrator.experiment import load_data
-            from trainables.classification.model import build_global_cnn
+        return exports[space](arch, config)
 
-            data = load_data(config)  # channels, classes and image size of the run's dataset
-            model = build_global_cnn(arch, in_channels=data.in_channels, num_classes=data.num_classes)
-            prepare = {"input": "images on [0, 1], then (x - mean) / std per channel", "mean": list(data.channel_mean),
-                       "std": list(data.channel_std), "classes": list(data.class_names)}
-            return model, (1, *data.train.x.shape[1:]), prepare
-        if space == "multipath":
-            from trainables.alignment.model import MultipathSupernet
 
-            channels = getattr(config.searcher, "channels", 8)
-            supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=channels)
-            size = config.data.image_size
-            prepare = {"input": "RGB images on [0, 1]", "output": "normalised UV position map (B, 3, H, W)"}
-            return supernet.child_model(arch), (1, 3, size, size), prepare
-    raise UserError(f"export supports the spaces global and multipath, not {space!r}; nothing was written")
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none"
 
 
 def export_best(paths: RunPaths, config: ExperimentConfig, out: str | Path) -> Exported:

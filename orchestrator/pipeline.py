@@ -209,7 +209,7 @@ def run_stage(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines only
     # Tune lets a custom searcher have ONE pending trial; with reuse_actors the running trial's actor
     # then usually takes the next trial too, so short trials (one-shot evaluations, speculative
-    # macro-micro steps, SA chains) ran one at a time. Allow as many pending trials as the cluster
+    # greedy steps, annealing chains) ran one at a time. Allow as many pending trials as the cluster
     # has CPUs (a user's own TUNE_MAX_PENDING_TRIALS_PG wins).
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_cluster_cpus()))
     trainable = tune.with_resources(

@@ -1,20 +1,18 @@
 """``facenas report RUN_DIR``: one self-contained HTML page (every plot embedded as a PNG data URI).
 
-Sections: the best architecture (summary, figures and its picture from
-:data:`orchestrator.pictures.ARCH_PICTURES`, or a note when its space has none), the search
+Sections: the best architecture (summary, figures and its picture: the ``picture`` of the method that
+searches its space, ``orchestrator.methods.base.Method``, or a note when the space has none), the search
 trajectory with the best so far, the metric vs parameters Pareto front, the time per stage, the
-searcher's own plots (:data:`orchestrator.pictures.SEARCHER_PLOTS`), the Optuna ``hpo`` draws when
-the run had them, and the top evaluations. Reads
-only files (results.parquet, best.json, ``<stage>/stage.json``); needs no Ray. A picture module that
-cannot be imported, or a registered picture or plot that raises, costs only its own image: it becomes a
-note on the page and a warning on stderr, never a silent gap.
+searcher's own plots (its method's ``plots``), the Optuna ``hpo`` draws when the run had them, and the
+top evaluations. Reads only files (results.parquet, best.json, ``<stage>/stage.json``); needs no Ray.
+A picture or plot that raises costs only its own image: it becomes a note on the page and a warning on
+stderr, never a silent gap.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import importlib
 import io
 import json
 import logging
@@ -27,6 +25,7 @@ import pandas as pd
 from orchestrator.config import ExperimentConfig
 from orchestrator.errors import UserError
 from orchestrator.experiment import RunPaths
+from orchestrator.methods import METHODS
 from search_algos.durable import write_text_durable
 
 __all__ = ["pareto_front", "read_run", "write_report"]
@@ -177,26 +176,8 @@ def _problem(text: str) -> str:
     return _note(text)
 
 
-def _load_picture_modules() -> list[str]:
-    """Import every module of :data:`orchestrator.pictures.PICTURE_MODULES` so that its registrations run.
-
-    Returns:
-        One note per module that could not be imported (missing, or raising on import), already warned
-        about; the report shows them, so a method's pictures never vanish without a word.
-    """
-    from orchestrator.pictures import PICTURE_MODULES
-
-    problems = []
-    for name in PICTURE_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # a broken picture module must not cost the user the whole report
-            problems.append(_problem(f"picture module {name} could not be imported: {type(exc).__name__}: {exc}"))
-    return problems
-
-
 def _best_section(best: dict[str, Any], space: str) -> str:
-    from orchestrator.pictures import ARCH_PICTURES, arch_of
+    from orchestrator.pictures import arch_of
 
     if not best:
         return "<h2>Best architecture</h2>" + _note("the run has not finished (no best.json): no best architecture yet")
@@ -213,14 +194,15 @@ def _best_section(best: dict[str, Any], space: str) -> str:
         f"<p><code>{html.escape(_summary(best['arch'], space))}</code></p>",
         f"<p>{figures}{' &middot; ' + html.escape(test) if test else ''}</p>",
     ]
-    if space in ARCH_PICTURES:
+    pictures = METHODS.by_space("picture")
+    if space in pictures:
         try:
-            out.append(_img(ARCH_PICTURES.get(space)(arch_of(best)), f"best architecture ({space} space)"))
+            out.append(_img(pictures[space](arch_of(best)), f"best architecture ({space} space)"))
         except Exception as exc:  # a picture must not cost the user the whole report
             out.append(_problem(f"the {space} picture could not be drawn: {type(exc).__name__}: {exc}"))
     else:
         out.append(_note(f"no architecture picture is registered for space {space!r} "
-                         f"(pictures exist for: {', '.join(ARCH_PICTURES.names())})"))
+                         f"(pictures exist for: {', '.join(sorted(pictures))})"))
     return "\n".join(out)
 
 
@@ -235,12 +217,11 @@ def _hpo_section(run: Any) -> str:
 
 
 def _searcher_section(run: Any, searcher: str) -> str:
-    from orchestrator.pictures import SEARCHER_PLOTS
-
-    if searcher not in SEARCHER_PLOTS:
+    plot = METHODS.get(searcher).plots
+    if plot is None:
         return ""
     try:
-        plots = SEARCHER_PLOTS.get(searcher)(run)
+        plots = plot(run)
     except Exception as exc:  # as for a picture: a note and a warning, the rest of the page stands
         return f"<h2>Searcher: {html.escape(searcher)}</h2>" + _problem(
             f"the {searcher} searcher's plots could not be drawn: {type(exc).__name__}: {exc}")
@@ -262,7 +243,6 @@ def write_report(paths: RunPaths, config: ExperimentConfig) -> Path:
         raise UserError(
             f"{paths.root} has no results.parquet yet; finish it with `facenas resume {paths.root}` first"
         )
-    picture_problems = _load_picture_modules()
     run = read_run(paths, config)
     # Stages that report another figure (a supernet's val_loss) are not evaluations of the run's metric.
     frame = run.frame[run.frame["metric"] == config.metric]
@@ -280,7 +260,6 @@ img{{max-width:100%;display:block;margin:0.5em 0}}.note{{color:#8a5300;backgroun
 <p>searcher <b>{html.escape(config.searcher.name)}</b> &middot; space <b>{html.escape(space)}</b>
 &middot; dataset <b>{html.escape(config.data.dataset)}</b> &middot; seed {config.seed}
 &middot; {len(frame)} evaluations ({failed} failed)</p>
-{"".join(picture_problems)}
 {_best_section(run.best, space)}
 <h2>Search trajectory</h2>
 {_img(_trajectory(frame, config.metric, config.mode), "search trajectory and best so far")}

@@ -3,8 +3,8 @@
 A trial whose key ``(space, arch_key, dataset_id, fidelity, seed, protocol)`` is already stored returns the
 stored metrics (``cached=true``) and trains nothing (``protocol`` = a hash of the training settings, so a
 result trained with another lr or batch size is a different row; parts written before the column existed
-get it rebuilt from their config when loaded); HyperFD learns its ranker from these rows across datasets
-(``papers/hyperfd-online-automl-face-detection-supplement.txt``). Dataset meta-features live in a second
+get it rebuilt from their config when loaded); a transfer ranker learns from these rows across datasets
+(``orchestrator.methods``). Dataset meta-features live in a second
 table keyed by ``dataset_id``; only finite scalar features are accepted, so raw images can never be stored.
 
 Layout under ``root`` (``<storage>/benchmark``)::

@@ -2,7 +2,7 @@
 
 What a run writes for it: every trial's reported metrics (Ray Tune's default TensorBoard logger, one
 ``events.out.tfevents.*`` per trial folder ``RUN_DIR/<stage>/trial_*``; needs ``tensorboardX``) and the
-MONAS supernet's per-epoch losses (``RUN_DIR/<stage>/tensorboard``, written by rank 0 of the supernet
+per-epoch losses of a supernet (``RUN_DIR/<stage>/tensorboard``, written by rank 0 of the supernet
 training). The viewer runs in this process until Ctrl-C.
 """
 

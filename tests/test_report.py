@@ -132,54 +132,65 @@ def _png_uri() -> str:
     return _png(fig)
 
 
-def test_space_without_picture_gets_a_note_and_hpo_draws_are_plotted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import pictures
+def _replace_methods(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...], **changes: object) -> None:
+    """Swap the registered methods ``names`` for copies with ``changes`` (restored after the test)."""
+    from dataclasses import replace
 
+    from orchestrator.methods import METHODS
+
+    for name in names:
+        monkeypatch.setitem(METHODS._items, name, replace(METHODS.get(name), **changes))
+
+
+_GLOBAL_SPACE_METHODS = ("random", "macro_micro")  # both draw the global space (one picture)
+
+
+def test_space_without_picture_gets_a_note_and_hpo_draws_are_plotted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = global_run(tmp_path / "runs" / "rnd", searcher="random", hpo=True)
-    monkeypatch.setattr(pictures.ARCH_PICTURES, "_items", {"multipath": pictures.draw_multipath})
+    _replace_methods(monkeypatch, _GLOBAL_SPACE_METHODS, picture=None)
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
-    assert "no architecture picture is registered for space &#x27;global&#x27;" in page
+    assert "no architecture picture is registered for space &#x27;global&#x27; (pictures exist for: multipath, rnas)" in page
     assert "best architecture (global space)" not in page
     # the run's Optuna draws get their own panel
     assert "hyper-parameters drawn by Optuna (search)" in [alt for alt, _ in _images(page)]
 
 
-def test_every_listed_picture_module_exists_and_imports() -> None:
-    import importlib
+def test_every_method_brings_its_pictures_to_the_report() -> None:
+    from orchestrator.methods import METHODS
+    from orchestrator.methods.global_nas import draw_global, macro_micro_plots
+    from orchestrator.methods.monas import draw_multipath, samos_plots
+    from orchestrator.methods.rnas_mer_pictures import rnas_figure, search_plots
 
-    from orchestrator import pictures
-
-    assert pictures.PICTURE_MODULES, "the RNAS-MER pictures are registered by a listed module"
-    for name in pictures.PICTURE_MODULES:
-        importlib.import_module(name)  # a missing or broken one fails here, not only as a note in a report
+    assert METHODS.by_space("picture") == {"global": draw_global, "multipath": draw_multipath, "rnas": rnas_figure}
+    plots = {m.name: m.plots for m in METHODS.in_order() if m.plots is not None}
+    assert plots == {"macro_micro": macro_micro_plots, "samos": samos_plots, "rnas_mer": search_plots}
 
 
-def test_a_picture_module_that_cannot_be_imported_is_a_note_and_a_warning(
+def test_searcher_plots_that_fail_are_a_note_and_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from orchestrator import pictures
+    def broken(run: object) -> object:
+        raise RuntimeError("cannot plot this")
 
-    run = global_run(tmp_path / "runs" / "rnd", searcher="random")
-    monkeypatch.setattr(pictures, "PICTURE_MODULES", ("orchestrator.no_such_pictures",))
+    run = global_run(tmp_path / "runs" / "mm", searcher="macro_micro")
+    _replace_methods(monkeypatch, ("macro_micro",), plots=broken)
     with caplog.at_level("WARNING", logger="orchestrator.report"):
         assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
-    assert "picture module orchestrator.no_such_pictures could not be imported: ModuleNotFoundError" in page
+    assert "the macro_micro searcher&#x27;s plots could not be drawn: RuntimeError: cannot plot this" in page
     assert "best architecture (global space)" in [alt for alt, _ in _images(page)]  # the rest still drawn
-    assert any("orchestrator.no_such_pictures" in r.getMessage() for r in caplog.records)
+    assert any("cannot plot this" in r.getMessage() for r in caplog.records)
 
 
 def test_a_registered_picture_that_fails_is_a_note_and_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from orchestrator import pictures
-
     def broken(arch: object) -> object:
         raise RuntimeError("cannot draw this")
 
     run = global_run(tmp_path / "runs" / "rnd", searcher="random")
-    monkeypatch.setattr(pictures.ARCH_PICTURES, "_items", {"global": broken})
+    _replace_methods(monkeypatch, _GLOBAL_SPACE_METHODS, picture=broken)
     with caplog.at_level("WARNING", logger="orchestrator.report"):
         assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()

@@ -191,11 +191,10 @@ def test_pictures_draw_the_decoded_path_and_every_cell_operation():
     plt.close(rnas_figure(g))
 
 
-def test_the_report_draws_an_rnas_genotype_through_its_picture_registry():
-    from orchestrator.pictures import ARCH_PICTURES, arch_of
-    from orchestrator.report import _load_picture_modules
+def test_the_report_draws_an_rnas_genotype_through_the_method_registry():
+    from orchestrator.methods import METHODS
+    from orchestrator.pictures import arch_of
 
-    _load_picture_modules()
     g = RnasGenotype(path=(0, 0, 1, 1, 2, 2), cell=(((0, "conv_1"), (1, "avg_3_5")), ((1, "skip"), (2, "conv_5"))))
-    fig = ARCH_PICTURES.get("rnas")(arch_of({"arch": g.to_dict(), "space": "rnas"}))
+    fig = METHODS.by_space("picture")["rnas"](arch_of({"arch": g.to_dict(), "space": "rnas"}))
     assert len(fig.axes) == 2 and fig.axes[0].lines  # the path and the cell

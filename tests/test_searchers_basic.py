@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 
-from orchestrator.experiment import relative_improvement
+from orchestrator.methods.global_nas import relative_improvement
 from orchestrator.results import pick_best
 from search_algos.base import score_of
 from search_algos.fixed import FixedArchSearcher

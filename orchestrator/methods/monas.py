@@ -14,6 +14,11 @@ Stages: ``supernet`` -> ``search`` (SAMOS, Algorithm 2) -> ``random`` (random se
 evaluations on the same supernet) -> ``retrain`` (both winners from scratch). With ``ablation: true``
 also the paper's Table IV at small scale: a ``uniform``-sampled supernet with its own SAMOS and random
 searches, and Kendall's tau between one-shot and stand-alone NME of ``ablation_children`` children.
+
+Also the method's registry entry (``searcher: samos``): the ``multipath`` space and searcher sections,
+its rule (multipath space, alignment data), the export of a child as a stand-alone network, and the
+report's pictures (:func:`draw_multipath`, :func:`samos_plots`). Ray, torch and pandas are imported by
+the functions that use them (the registry is imported with the config).
 """
 
 from __future__ import annotations
@@ -24,18 +29,33 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
-import torch
-from ray import tune
+from pydantic import Field
 
-from orchestrator.evaluate import (
-    cached_dataset, keep_final_weights, load_state, lookup_same_protocol, plain_metrics, record, save_state, weights_path,
-)
+from orchestrator.methods.base import Method
+from orchestrator.sections import Section
 
-__all__ = ["AlignmentJob", "monas_stages", "oneshot_trial", "standalone_trial", "supernet_trial"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.config import ExperimentConfig
+    from orchestrator.pictures import RunView
+
+__all__ = [
+    "METHOD",
+    "AlignmentJob",
+    "MultipathSpaceConfig",
+    "SamosSearcherConfig",
+    "draw_multipath",
+    "export_multipath",
+    "monas_stages",
+    "oneshot_trial",
+    "samos_plots",
+    "standalone_trial",
+    "supernet_trial",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ _SUPERNETS: dict[str, Any] = {}
 
 
 def _dataset(kwargs: dict[str, Any]):
+    from orchestrator.evaluate import cached_dataset
     from trainables.alignment.data import load_alignment_dataset
 
     return cached_dataset(kwargs, load_alignment_dataset)
@@ -81,6 +102,10 @@ def _settings(job: AlignmentJob, **changes: Any):
 
 def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train the supernet (``config["sampling"]``: ``mnus`` or ``uniform``) and save its weights."""
+    import torch
+    from ray import tune
+
+    from orchestrator.evaluate import load_state, plain_metrics, save_state
     from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     settings = _settings(job, sampling=config["sampling"])
@@ -143,6 +168,10 @@ def _supernet_model(job: AlignmentJob):
 
 def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Score a child with the supernet's weights (BN recalibrated): ``val_nme`` (%)."""
+    import torch
+    from ray import tune
+
+    from orchestrator.evaluate import plain_metrics, record
     from search_algos.spaces import decode_arch
     from trainables.alignment.train import evaluate_child
 
@@ -175,6 +204,11 @@ def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
 
 def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train a child from scratch for ``config["epochs"]`` epochs; test NME by yaw bin at the end."""
+    from ray import tune
+
+    from orchestrator.evaluate import (
+        keep_final_weights, load_state, lookup_same_protocol, plain_metrics, record, save_state, weights_path,
+    )
     from search_algos.spaces import decode_arch
     from trainables.alignment.train import train_standalone
 
@@ -413,3 +447,181 @@ def monas_figures(outcomes: dict[str, Any], *, samplings: list[str], main: str) 
         None if samos["test_nme"] is None or rand["test_nme"] is None else samos["test_nme"] - rand["test_nme"]
     )
     return out
+
+
+# -- config sections, the method's rule, export and pictures --------------------------------------------
+
+
+class MultipathSpaceConfig(Section):
+    """The MONAS multi-path space: ``layers`` node columns x ``scales`` resolutions (paper: 10 x 4)."""
+
+    name: Literal["multipath"] = "multipath"
+    layers: int = Field(4, ge=2, le=32)
+    scales: int = Field(3, ge=1, le=6)
+
+    def build(self):
+        from search_algos.spaces.multipath import MultipathSpace
+
+        return MultipathSpace(layers=self.layers, scales=self.scales)
+
+
+class SamosSearcherConfig(Section):
+    """MONAS: MNUS supernet training, SAMOS search (Algorithm 2), random baseline, stand-alone retraining."""
+
+    name: Literal["samos"] = "samos"
+    # supernet (Algorithm 1)
+    supernet_epochs: int = Field(6, ge=1)
+    k_children: int = Field(4, ge=1)
+    sampling: Literal["mnus", "uniform"] = "mnus"
+    channels: int = Field(8, ge=2)
+    batch_size: int = Field(16, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    bn_recalibration_batches: int = Field(4, ge=0)
+    # SAMOS (Algorithm 2)
+    iterations: int = Field(200, ge=1)
+    cooling: float = Field(0.85, gt=0, lt=1)
+    t0: float | None = Field(None, gt=0)
+    calibration: int = Field(8, ge=1)
+    chains: int = Field(1, ge=1)
+    # baseline, retraining, ablation (Table IV)
+    random_samples: int | None = Field(None, ge=1)
+    retrain_epochs: int = Field(10, ge=1)
+    ablation: bool = False
+    ablation_children: int = Field(12, ge=3)
+
+
+def _check(config: ExperimentConfig) -> None:
+    from orchestrator.config import ALIGNMENT_DATASETS
+
+    if config.space.name != "multipath" or config.data_kind != "alignment":
+        raise ValueError(
+            "searcher 'samos' (MONAS) needs space.name: multipath and an alignment dataset "
+            f"({', '.join(ALIGNMENT_DATASETS)}), got space {config.space.name!r}, dataset {config.data.dataset!r}"
+        )
+
+
+def export_multipath(arch: Any, config: ExperimentConfig) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
+    """The stand-alone child network of a ``multipath`` architecture at the run's supernet width and image size."""
+    from trainables.alignment.model import MultipathSupernet
+
+    channels = getattr(config.searcher, "channels", 8)
+    supernet = MultipathSupernet(layers=arch.layers, scales=arch.scales, channels=channels)
+    size = config.data.image_size
+    prepare = {"input": "RGB images on [0, 1]", "output": "normalised UV position map (B, 3, H, W)"}
+    return supernet.child_model(arch), (1, 3, size, size), prepare
+
+
+_EDGE_STYLE = {1: ("#C44E52", "-", 2.2, "HPM block"), 2: ("#55A868", "--", 1.6, "identity")}
+
+
+def draw_multipath(arch: Any) -> Any:
+    """The multi-path grid of a MONAS child (MONAS Fig. 3 style).
+
+    Columns are node columns ``l = 0..L-1`` (left to right), rows are scales ``d = 0..D-1`` (top = full
+    resolution). An edge ``edges[l][d_out][d_in]`` is drawn from ``(l, d_in)`` to ``(l+1, d_out)``:
+    red solid for an HPM block, green dashed for identity (after resampling); edges that do not lie on
+    a path from the stem to the output (dead weight) are grey. The output node ``(L-1, 0)`` is a star.
+    """
+    from matplotlib.patches import FancyArrowPatch
+
+    from orchestrator.pictures import pyplot
+    from search_algos.spaces.multipath import active_edges, active_nodes
+
+    plt = pyplot()
+    edges = arch.as_array()  # (L-1, D, D) indexed [l, d_out, d_in]
+    used_edges = active_edges(edges)
+    used_nodes = active_nodes(edges)  # (L, D)
+    layers, scales = edges.shape[0] + 1, edges.shape[1]
+    fig, ax = plt.subplots(figsize=(min(14.0, 2.0 + 1.1 * layers), 1.2 + 0.9 * scales))
+    for l in range(layers - 1):
+        for o in range(scales):
+            for i in range(scales):
+                state = int(edges[l, o, i])
+                if state == 0:
+                    continue
+                colour, style, width, _ = _EDGE_STYLE[state]
+                if not used_edges[l, o, i]:
+                    colour, width = "#bbbbbb", 1.0
+                ax.add_patch(FancyArrowPatch(
+                    (l, -i), (l + 1, -o), arrowstyle="-|>", mutation_scale=9, color=colour,
+                    linestyle=style, linewidth=width, shrinkA=7, shrinkB=7,
+                    connectionstyle="arc3,rad=0.0" if o == i else f"arc3,rad={0.08 * (o - i)}",
+                ))
+    for l in range(layers):
+        for d in range(scales):
+            filled = bool(used_nodes[l, d]) or l == 0
+            ax.plot(l, -d, "o", markersize=11, markerfacecolor="#333333" if filled else "white",
+                    markeredgecolor="#333333", zorder=3)
+    ax.plot(layers - 1, 0, "*", markersize=20, color="gold", markeredgecolor="black", zorder=4)
+    ax.set_xticks(range(layers), [f"l={l}" for l in range(layers)], fontsize=8)
+    ax.set_yticks([-d for d in range(scales)], [f"scale {d} (1/{2 ** d})" for d in range(scales)], fontsize=8)
+    ax.set_xlim(-0.5, layers - 0.5)
+    ax.set_ylim(-scales + 0.5, 0.6)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, linestyle=s, linewidth=w, label=lab) for c, s, w, lab in _EDGE_STYLE.values()]
+    handles += [plt.Line2D([], [], color="#bbbbbb", label="dead edge (not on a path to the output)"),
+                plt.Line2D([], [], marker="*", color="gold", markeredgecolor="black", linestyle="", markersize=12,
+                           label="output node")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    hpm = int(((edges == 1) & used_edges).sum())
+    ident = int(((edges == 2) & used_edges).sum())
+    ax.set_title(f"multi-path child, L={layers} x D={scales}: {hpm} HPM + {ident} identity edges in use", fontsize=9)
+    return fig
+
+
+def samos_plots(run: RunView) -> list[tuple[str, Any]]:
+    """SAMOS (MONAS Algorithm 2): temperature, penalty with accepted / rejected moves, acceptance rate.
+
+    Read from the ``search`` stage's saved summary (``trajectory``: one entry per committed step with
+    ``chain, step, phase, penalty, accepted, temperature, best_so_far``); also ``search_uniform``.
+    """
+    import pandas as pd
+
+    from orchestrator.pictures import pyplot
+
+    plt = pyplot()
+    out = []
+    for stage in ("search", "search_uniform"):
+        steps = run.summary(stage).get("trajectory") or []
+        if not steps:
+            continue
+        frame = pd.DataFrame(steps)
+        fig, (ax_t, ax_p, ax_a) = plt.subplots(1, 3, figsize=(12, 3.4))
+        for chain, part in frame.groupby("chain"):
+            anneal = part[part["phase"] == "anneal"]
+            ax_t.plot(anneal["step"], anneal["temperature"], label=f"chain {chain}")
+            ax_p.plot(part["step"], part["penalty"], color="#999999", linewidth=0.8)
+            ok = anneal[anneal["accepted"].astype(bool)]
+            no = anneal[~anneal["accepted"].astype(bool)]
+            ax_p.scatter(ok["step"], ok["penalty"], s=12, color="#55A868", label=f"chain {chain}: accepted")
+            ax_p.scatter(no["step"], no["penalty"], s=12, marker="x", color="#C44E52", label=f"chain {chain}: rejected")
+            ax_p.step(part["step"], part["best_so_far"], where="post", label=f"chain {chain}: best so far")
+            if len(anneal):
+                window = max(1, min(10, len(anneal) // 3))
+                rate = anneal["accepted"].astype(float).rolling(window, min_periods=1).mean()
+                ax_a.plot(anneal["step"], rate, label=f"chain {chain} (window {window})")
+        ax_t.set(title="temperature T (T <- cooling T)", xlabel="step", ylabel="T")
+        ax_p.set(title="one-shot penalty of each move", xlabel="step", ylabel="penalty (NME %)")
+        ax_a.set(title="acceptance rate (rolling)", xlabel="step", ylabel="accepted share", ylim=(-0.05, 1.05))
+        for ax in (ax_t, ax_p, ax_a):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        out.append((f"SAMOS simulated annealing ({stage})", fig))
+    return out
+
+
+METHOD = Method(
+    name="samos",
+    title="MONAS",
+    section=SamosSearcherConfig,
+    data="alignment",
+    space=MultipathSpaceConfig,
+    stages=monas_stages,
+    deciding="retrain",
+    check=_check,
+    export=export_multipath,
+    picture=draw_multipath,
+    plots=samos_plots,
+)

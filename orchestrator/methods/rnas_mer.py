@@ -15,6 +15,11 @@ validation UAR, architecture entropies, decoded genotype) to ``RUN_DIR/<stage>/_
 
 Each trial checkpoints every epoch (``save_state``/``load_state``, keyed by the evaluation, not the
 trial), so a killed run resumes inside the search or the fold where it stopped.
+
+Also the method's registry entry (``searcher: rnas_mer``): the ``rnas`` space and searcher sections, its
+rule (searcher, space and micro-expression data go together) and its report pictures
+(:mod:`orchestrator.methods.rnas_mer_pictures`). Ray and torch are imported by the functions that use
+them (the registry is imported with the config).
 """
 
 from __future__ import annotations
@@ -26,16 +31,29 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from ray import tune
+from pydantic import Field, model_validator
 
-from orchestrator.evaluate import cached_dataset, load_state, lookup_same_protocol, plain_metrics, record, save_state
-from orchestrator.results import write_json_atomic
+from orchestrator.methods.base import Method
+from orchestrator.methods.rnas_mer_pictures import rnas_figure, search_plots
+from orchestrator.sections import Section
 
-__all__ = ["ABLATIONS", "MerJob", "fold_trial", "pooled_figures", "rnas_stages", "search_trial"]
+if TYPE_CHECKING:
+    from orchestrator.config import ExperimentConfig
+
+__all__ = [
+    "ABLATIONS",
+    "METHOD",
+    "MerJob",
+    "RnasSearcherConfig",
+    "RnasSpaceConfig",
+    "fold_trial",
+    "pooled_figures",
+    "rnas_stages",
+    "search_trial",
+]
 
 # Table 3's switches, applied to the supernet spec (and so to the decoded network).
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -65,6 +83,7 @@ class MerJob:
 
 
 def _dataset(kwargs: dict[str, Any]):
+    from orchestrator.evaluate import cached_dataset
     from trainables.microexpr.data import load_microexpr
 
     return cached_dataset(kwargs, load_microexpr)
@@ -83,6 +102,11 @@ def _failed(base: dict[str, Any], error: str) -> dict[str, Any]:
 
 def search_trial(config: dict[str, Any], job: MerJob) -> None:
     """Algorithm 1's search and decode stages; reports every epoch's ``val_uar`` and genotype (``arch``)."""
+    import torch
+    from ray import tune
+
+    from orchestrator.evaluate import load_state, plain_metrics, save_state
+    from orchestrator.results import write_json_atomic
     from trainables.microexpr.model import MODEL_REVISION, RnasSupernet, SupernetSpec, count_params
     from trainables.microexpr.train import SearchSettings, run_search
 
@@ -165,6 +189,11 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
     Reports the fold's own ``val_uar`` each epoch; writes the final predictions to
     ``_folds/<genotype key>/`` (the baseline's under the key of the genotype it is size-matched to).
     """
+    import torch
+    from ray import tune
+
+    from orchestrator.evaluate import load_state, lookup_same_protocol, record, save_state
+    from orchestrator.results import write_json_atomic
     from search_algos.spaces.rnas import RnasGenotype
     from trainables.microexpr.data import loso_folds
     from trainables.microexpr.metrics import uar
@@ -328,6 +357,8 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
     Returns ``(stages, select, extras)``: ``select`` gives a LOSO fold row of the search's pick;
     ``extras`` the pooled UAR/UF1 of the searched network, the baseline and each ablation (and prints them).
     """
+    from ray import tune
+
     from orchestrator.pipeline import Stage
     from search_algos.rnas_hpo import ArchLrSearch
 
@@ -424,6 +455,8 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
 def _adopt_flat_folds(folds_dir: str, genotype_key: str) -> None:
     """Move fold files of the layout before per-genotype folders (``_folds/fold-NNN.json``, written when
     only the search's pick was retrained) into ``_folds/<its key>/``, so a resumed old run pools them."""
+    from orchestrator.results import write_json_atomic
+
     flat = sorted(f for f in os.listdir(folds_dir) if f.endswith(".json")) if os.path.isdir(folds_dir) else []
     if not flat:
         return
@@ -531,3 +564,93 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
             line(f"ablation {name}", figures or {})
     print("\n".join(lines), flush=True)
     return out
+
+
+# -- config sections and the method's rule ------------------------------------------------------------
+
+
+class RnasSpaceConfig(Section):
+    """The RNAS-MER space: OPEN path over ``levels`` resolutions x ``cells`` cells, one cell of ``nodes`` nodes."""
+
+    name: Literal["rnas"] = "rnas"
+    cells: int = Field(6, ge=1, le=12)  # paper: 6
+    nodes: int = Field(4, ge=1, le=6)  # DESIGN.md: N = 4
+    levels: int = Field(4, ge=1, le=5)  # paper: down-sampling {2, 4, 8, 16}
+    ops: Literal["hybrid", "darts"] = "hybrid"  # Table 1, or DARTS's 8 (ablations 1-2)
+    attention: bool = True  # spatio-temporal attention at the cell output (off: ablation 3)
+
+    def build(self):
+        from search_algos.spaces.rnas import RnasSpace
+
+        return RnasSpace(cells=self.cells, nodes=self.nodes, levels=self.levels, ops=self.ops, attention=self.attention)
+
+
+class RnasSearcherConfig(Section):
+    """RNAS-MER: bilevel differentiable search (Algorithm 1), LOSO retraining, baseline, ablations (Table 3)."""
+
+    name: Literal["rnas_mer"] = "rnas_mer"
+    # supernet (ablation switches of Table 3 beside space.ops / space.attention)
+    channels: int = Field(4, ge=1)  # level-0 width of the supernet; level j has channels * 2**j
+    partial_channels: int = Field(4, ge=1)  # PC-DARTS k: 1/k of the channels through the mixed op; 1 = off
+    edge_normalization: bool = True  # eta (off: ablations 1 and 4)
+    beta_normalisation: Literal["outgoing", "incoming"] = "outgoing"  # Eq. 7 as written, or DESIGN.md's
+    shared_kernels: bool = True  # hybrid ops of an edge share nu_1, nu_3, nu_5 during the search (CPU budget)
+    # search (Algorithm 1): weights on Train A, alpha/eta/beta on Train B
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(8, ge=2)
+    lr: float = Field(0.025, gt=0)
+    arch_lr: float = Field(3e-3, gt=0)
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    tune_over: Literal["seeds", "optuna"] = "seeds"
+    seeds: tuple[int, ...] = (0,)
+    optuna_trials: int = Field(4, ge=1)
+    arch_lr_range: tuple[float, float] = (1e-4, 1e-2)
+    arch_weight_decay_range: tuple[float, float] = (1e-5, 1e-2)
+    # training stage: leave-one-subject-out
+    retrain_channels: int = Field(4, ge=1)
+    loso_epochs: int = Field(15, ge=1)
+    loso_batch_size: int = Field(8, ge=2)
+    loso_lr: float = Field(2e-3, gt=0)
+    baseline: bool = True  # a hand-designed 3D CNN of about the same size under the same LOSO
+    ablations: tuple[Literal["darts_ops", "no_partial", "no_attention", "no_edge_norm"], ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> RnasSearcherConfig:
+        if self.channels % self.partial_channels:
+            raise ValueError(
+                f"channels must be a multiple of partial_channels, got {self.channels} and {self.partial_channels}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must list distinct non-negative seeds, got {list(self.seeds)}")
+        for key in ("arch_lr_range", "arch_weight_decay_range"):
+            low, high = getattr(self, key)
+            if not 0 < low < high:
+                raise ValueError(f"{key}: 0 < low < high must hold, got low={low}, high={high}")
+        if len(set(self.ablations)) != len(self.ablations):
+            raise ValueError(f"ablations must not repeat, got {list(self.ablations)}")
+        return self
+
+
+def _check(config: ExperimentConfig) -> None:
+    """The searcher, the ``rnas`` space and a micro-expression dataset go together (any one needs the others)."""
+    if not (config.searcher.name == "rnas_mer" and config.data_kind == "microexpr" and config.space.name == "rnas"):
+        raise ValueError(
+            "searcher 'rnas_mer' (RNAS-MER), space.name: rnas and a micro-expression dataset "
+            f"(microexpr, mer_folder), got searcher {config.searcher.name!r}, "
+            f"space {config.space.name!r}, dataset {config.data.dataset!r}"
+        )
+
+
+METHOD = Method(
+    name="rnas_mer",
+    title="RNAS-MER",
+    section=RnasSearcherConfig,
+    data="microexpr",
+    space=RnasSpaceConfig,
+    stages=rnas_stages,
+    deciding="loso",
+    check=_check,
+    exclusive=True,
+    picture=rnas_figure,
+    plots=search_plots,
+)

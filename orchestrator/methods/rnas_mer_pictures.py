@@ -155,11 +155,3 @@ def search_plots(run: Any) -> list[tuple[str, Any]]:
     text = plt.figure(figsize=(13, 0.22 * len(lines) + 0.4))
     text.text(0.01, 0.98, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7)
     return [("search diagnostics per epoch", fig), ("decoded genotype per epoch", text)]
-
-
-# `facenas report` imports this module (orchestrator.pictures.PICTURE_MODULES): the best genotype of an
-# RNAS-MER run is drawn as its path and cell.
-from orchestrator.pictures import ARCH_PICTURES, SEARCHER_PLOTS  # noqa: E402
-
-ARCH_PICTURES.register("rnas", rnas_figure)
-SEARCHER_PLOTS.register("rnas_mer", search_plots)
