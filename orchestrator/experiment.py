@@ -157,6 +157,13 @@ class _Pipeline:
     select: Any = None  # Callable[[dict[str, StageOutcome]], row | None]; default: best of `deciding`
 
 
+def _pipeline(config: ExperimentConfig, data: Any, store: Any, run_dir: Path) -> _Pipeline:
+    """The stages of the config's method (``orchestrator.methods.METHODS``, by ``searcher.name``)."""
+    method = METHODS.get(config.searcher.name)
+    stages, select, extras = method.stages(config, data, store, str(run_dir))
+    return _Pipeline(stages, method.deciding or stages[-1].name, extras, select)
+
+
 def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
     """Run (or continue) every stage, then write results.parquet and best.json. Ray must be up."""
     from orchestrator.store import StoreClient
@@ -165,9 +172,7 @@ def execute(config: ExperimentConfig, paths: RunPaths) -> dict[str, Any]:
     store = StoreClient.start(str(paths.store))
     store.put_dataset(data.dataset_id, data.name, _meta_features(config, data))
 
-    method = METHODS.get(config.searcher.name)
-    stages, select, extras = method.stages(config, data, store, str(paths.root))
-    pipeline = _Pipeline(stages, method.deciding or stages[-1].name, extras, select)
+    pipeline = _pipeline(config, data, store, paths.root)
     outcomes: dict[str, StageOutcome] = {}
     for stage in pipeline.stages:
         outcomes[stage.name] = run_stage(
