@@ -6,8 +6,9 @@ of stages and whatever else it shows (pictures, an export, extra commands), and 
 modules (config, experiment, export, report, cli) find everything through the registry.
 
 Method modules are imported whenever the config is (``facenas run`` checks a config before Ray
-starts): at module level they import pydantic, numpy and :mod:`search_algos.spaces` only; Ray, torch,
-pandas, matplotlib and trainables are imported inside the functions that need them.
+starts): at module level they import light modules only (pydantic, numpy, :mod:`search_algos.spaces`,
+:mod:`orchestrator.sections`, one another); Ray, torch, pandas, matplotlib and trainables are imported
+inside the functions that need them (``tests/orchestrator/test_methods.py`` checks it).
 """
 
 from __future__ import annotations
