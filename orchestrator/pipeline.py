@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import threading
@@ -24,6 +25,8 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from orchestrator.compat import old_module_paths
+from orchestrator.errors import UserError
 from orchestrator.evaluate import evaluate_candidate, prune_weights, weights_path
 from orchestrator.progress import live_progress
 from orchestrator.results import (
@@ -220,7 +223,7 @@ def run_stage(
     live = None  # rich bars on a terminal (orchestrator.progress); Tuner.restore keeps the first callbacks
     if tune.Tuner.can_restore(str(exp_dir)):
         print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
+        tuner = _restore(exp_dir, trainable)
     else:
         searcher = _searcher(stage, earlier, hpo) if stage.make_searcher else None
         live = live_progress(stage.name, total)
@@ -271,6 +274,24 @@ def run_stage(
     write_parquet_atomic(frame, exp_dir / _EVALS)
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
     return StageOutcome(stage.name, frame, summary, seconds)
+
+
+def _restore(exp_dir: Path, trainable: Any) -> tune.Tuner:
+    """``Tuner.restore`` of an interrupted stage, also of one saved before the redesign (old module paths,
+    :mod:`orchestrator.compat`).
+
+    Raises:
+        UserError: when the saved stage cannot be read back (it names the stage and the fix).
+    """
+    try:
+        with old_module_paths():
+            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=False, restart_errored=False)
+    except (ImportError, AttributeError, pickle.UnpicklingError, EOFError, TypeError) as exc:
+        raise UserError(
+            f"the interrupted stage {exp_dir} cannot be resumed by this version of facenas "
+            f"({type(exc).__name__}: {exc}); delete that folder and run `facenas resume` again to start the "
+            f"stage afresh (finished stages are kept)"
+        ) from exc
 
 
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))

@@ -57,9 +57,15 @@ def _hits(text: str) -> list[str]:
     return [_LABELS[int(m.lastgroup[1:])] for m in _PATTERN.finditer(text)]
 
 
+# orchestrator/compat.py maps the module paths from before the redesign (orchestrator/hpo.py, the old
+# method modules, HyperFD's JobListSearcher) to their new homes, so old interrupted stages still resume:
+# it names them by nature and holds no method's logic.
+_LEGACY_MAP = {"compat.py"}
+
+
 def _shared_modules() -> list[Path]:
-    """Every orchestrator/*.py outside orchestrator/methods/."""
-    return sorted((ROOT / "orchestrator").glob("*.py"))
+    """Every orchestrator/*.py outside orchestrator/methods/ (but the legacy module map)."""
+    return sorted(p for p in (ROOT / "orchestrator").glob("*.py") if p.name not in _LEGACY_MAP)
 
 
 @pytest.mark.parametrize("text", [
