@@ -557,6 +557,10 @@ class BenchmarkStore:
         self._datasets = _PartTable(
             os.path.join(self.root, "datasets"), _DATASET_SCHEMA, _DATASET_KEY, max_parts=max_parts
         )
+        # Counters since this instance started (a restarted actor starts again from zero): see stats().
+        self._lookups = 0
+        self._hits = 0
+        self._puts = 0
 
     def lookup(
         self, space: str, arch_key: str, dataset_id: str, fidelity: int, seed: int, protocol: str | None = None
@@ -574,6 +578,8 @@ class BenchmarkStore:
         head = (space, arch_key, dataset_id, int(fidelity), int(seed))
         with self._lock:
             row = self._evaluations.first(head) if protocol is None else self._evaluations.get((*head, protocol))
+            self._lookups += 1
+            self._hits += row is not None
         return None if row is None else _public_row(row, "metrics")
 
     def put(self, row: Mapping[str, Any]) -> bool:
@@ -607,7 +613,9 @@ class BenchmarkStore:
             except ValueError as exc:
                 raise ValueError(f"benchmark row {i}: {exc}") from None
         with self._lock:
-            return self._evaluations.add(normalized)
+            flags = self._evaluations.add(normalized)
+            self._puts += sum(flags)
+        return flags
 
     def rows(
         self, *, space: str | None = None, dataset_id: str | None = None, run: str | None = None
@@ -663,6 +671,19 @@ class BenchmarkStore:
         """Number of stored evaluations (one per key)."""
         with self._lock:
             return len(self._evaluations)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for monitoring (e.g. Ray metrics), since this instance started.
+
+        Returns:
+            ``{"rows", "lookups", "hits", "puts"}``: evaluations stored now (one per key, also those loaded
+            from disk), evaluation keys looked up (each key of a batch counts), lookups that found a row,
+            and evaluation rows written (a put of a key already stored writes nothing and is not counted).
+            A restarted actor reloads its rows from disk but counts the rest from zero again.
+        """
+        with self._lock:
+            return {"rows": len(self._evaluations), "lookups": self._lookups, "hits": self._hits,
+                    "puts": self._puts}
 
     def ping(self) -> bool:
         """Always True; lets a client wait until the actor has loaded the store."""
@@ -895,6 +916,10 @@ class StoreClient:
     def count(self) -> int:
         """See :meth:`BenchmarkStore.count`."""
         return self._call("count")
+
+    def stats(self) -> dict[str, int]:
+        """See :meth:`BenchmarkStore.stats`."""
+        return self._call("stats")
 
     def ping(self) -> bool:
         """True once the actor answers (retrying while it restarts)."""

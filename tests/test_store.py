@@ -297,6 +297,18 @@ def test_rows_filters(tmp_path):
     assert store.rows(space="s2")[0]["metrics"]["val_acc"] == 0.91
 
 
+def test_stats_count_since_the_instance_started(tmp_path):
+    store = BenchmarkStore(str(tmp_path))
+    assert store.stats() == {"rows": 0, "lookups": 0, "hits": 0, "puts": 0}
+    assert store.put(_row("a")) and not store.put(_row("a"))  # the second put writes nothing
+    assert store.put_many([_row("b"), _row("c"), _row("b")]) == [True, True, False]
+    assert store.lookup("global", "a", "digits", 10, 0) is not None
+    assert store.lookup("global", "zz", "digits", 10, 0) is None
+    assert store.stats() == {"rows": 3, "lookups": 2, "hits": 1, "puts": 3}
+    reloaded = BenchmarkStore(str(tmp_path))  # rows come from disk, the counters start again
+    assert reloaded.stats() == {"rows": 3, "lookups": 0, "hits": 0, "puts": 0}
+
+
 def test_client_pickles_without_a_handle(tmp_path):
     client = StoreClient(str(tmp_path), namespace="ns")
     client._handle = object()  # stands in for a cached actor handle
@@ -372,6 +384,7 @@ def test_client_inside_a_ray_task(ray_local, tmp_path):
     assert client.dataset("d")["features"] == {"n": 1.0}
     with pytest.raises(ValueError, match="'seed'"):  # the store's own message, not a Ray traceback
         client.put(_row("bad", seed="x"))
+    assert client.stats() == {"rows": 1, "lookups": 3, "hits": 2, "puts": 1}
 
 
 @pytest.mark.integration
