@@ -37,6 +37,7 @@ from trainables.classification.formats import (
     _CIFAR_EXPECTS,
     _MNIST_EXPECTS,
     _read_cifar10,
+    _read_cluttered_digits,
     _read_digits,
     _read_lfw,
     _read_mnist,
@@ -520,6 +521,18 @@ DATASETS.register(
         has_official_test=False,
         expects="nothing (scikit-learn ships it)",
         read=_read_digits,
+    ),
+)
+DATASETS.register(
+    "cluttered_digits",
+    DatasetSpec(
+        name="cluttered_digits",
+        num_classes=10,
+        class_names=_DIGIT_NAMES,
+        needs_path=False,
+        has_official_test=False,
+        expects="nothing (drawn from scikit-learn's digits)",
+        read=_read_cluttered_digits,
     ),
 )
 DATASETS.register(

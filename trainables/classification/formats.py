@@ -4,7 +4,8 @@ A reader turns a folder (None for package data) into a :class:`_Source`: raw ima
 with their labels and a content fingerprint, before any split (:mod:`trainables.classification.data`
 registers the readers, splits and normalises).
 
-- scikit-learn's digits and scikit-image's ``lfw_subset`` (:mod:`trainables.faces`): package data.
+- scikit-learn's digits and scikit-image's ``lfw_subset`` (:mod:`trainables.faces`): package data; the
+  cluttered digits (:mod:`trainables.classification.generator`) are drawn from the former.
 - CIFAR-10 "python version" batches: pickles, read with a restricted unpickler that can only rebuild
   numpy arrays (a file that asks for anything else, ``os.system`` or so, is refused before it runs).
 - MNIST, Fashion-MNIST or KMNIST IDX files, each optionally gzipped.
@@ -76,6 +77,14 @@ def _read_digits(folder: Path | None) -> _Source:
     labels = np.asarray(bunch.target, dtype=np.int64)  # (1797,)
     x = (images[:, None] / 16.0).astype(np.float32)  # (N, 1, 8, 8) on [0, 1]
     return _Source(x=x, y=labels, fingerprint=_array_fingerprint(images, labels))
+
+
+def _read_cluttered_digits(folder: Path | None) -> _Source:
+    from trainables.classification.generator import GENERATOR_VERSION, cluttered_digits
+
+    images, labels = cluttered_digits()  # (1797, 24, 24) float32 on [0, 1]
+    version = np.asarray([GENERATOR_VERSION], dtype=np.int64)
+    return _Source(x=images[:, None], y=labels, fingerprint=_array_fingerprint(images, labels, version))
 
 
 def _read_lfw(folder: Path | None) -> _Source:
