@@ -25,9 +25,12 @@ Durability argument (why an acknowledged write survives any crash of the actor, 
 3. Loading reads every part and de-duplicates by key, keeping the earliest ``created_at``. So a row that
    reached disk twice (a retried write whose first answer was lost when the actor died, two store
    instances on one folder, a crash in the middle of compaction) is still seen exactly once.
-4. Compaction (more than ``max_parts`` parts) first writes one part holding every row by the same
-   durable procedure and only then removes the parts it replaces. A crash between the two steps leaves
-   each row in two files, which step 3 makes harmless; it never leaves a row in no file.
+4. Compaction (more than ``max_parts`` parts) merges a few parts of similar size into one (so a row is
+   rewritten at most ``log2(rows)`` times, see :func:`_parts_to_merge`). It first writes the new part,
+   holding the kept row of every key whose kept row is in a replaced part, by the same durable procedure,
+   and only then removes the parts it replaces. A row it leaves out is a duplicate whose kept copy is in a
+   part that is not removed. A crash between the two steps leaves rows in two files, which step 3 makes
+   harmless; it never leaves a row in no file.
 
 Writes are serialised by one process (the named Ray actor that :class:`StoreClient` talks to), so the
 in-memory index is the single source of truth while the actor lives; when Ray restarts the actor
@@ -46,7 +49,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -250,11 +253,12 @@ class _PartTable:
         self._prefix = prefix  # also index the earliest row of each key[:prefix] (see first())
         self._rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._first: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        self._parts: list[str] = []  # names of the parts that hold self._rows
+        # Part name -> the keys whose kept row (self._rows) it holds, oldest part first: compaction rewrites
+        # only the rows of the parts it merges.
+        self._parts: dict[str, list[tuple[Any, ...]]] = {}
         os.makedirs(directory, exist_ok=True)
         self._load()
-        if len(self._parts) > self._max_parts:
-            self._compact()
+        self._compact()
 
     def key(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(row[c] for c in self._key_columns)
@@ -297,12 +301,11 @@ class _PartTable:
                 fresh[key] = row
         if fresh:
             table = pa.Table.from_pylist(list(fresh.values()), schema=self._schema)
-            self._parts.append(_write_part(self._dir, table))  # durable before the index learns of it
+            self._parts[_write_part(self._dir, table)] = list(fresh)  # durable before the index learns of it
             self._rows.update(fresh)
             for key, row in fresh.items():
                 self._index_first(key, row)
-            if len(self._parts) > self._max_parts:
-                self._compact()
+            self._compact()
         return flags
 
     def _load(self) -> None:
@@ -316,6 +319,7 @@ class _PartTable:
 
     def _load_once(self) -> None:
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        holder: dict[tuple[Any, ...], str] = {}  # key -> the part its kept row came from
         names = sorted(os.listdir(self._dir))
         self._remove_stale_tmp(n for n in names if n.endswith(_TMP_SUFFIX))
         parts = [n for n in names if n.startswith(_PART_PREFIX) and n.endswith(_PART_SUFFIX)]
@@ -324,8 +328,11 @@ class _PartTable:
                 key = self.key(row)
                 kept = rows.get(key)
                 if kept is None or row["created_at"] < kept["created_at"]:
-                    rows[key] = row
-        self._rows, self._parts, self._first = rows, parts, {}
+                    rows[key], holder[key] = row, name
+        self._parts = {name: [] for name in parts}  # a part whose rows are all kept elsewhere holds none
+        for key, name in holder.items():
+            self._parts[name].append(key)
+        self._rows, self._first = rows, {}
         for key, row in rows.items():
             self._index_first(key, row)
 
@@ -340,15 +347,29 @@ class _PartTable:
                 pass  # gone already, or not ours to remove: it is ignored either way
 
     def _compact(self) -> None:
-        """Replace all known parts by one. Best effort: a failure leaves the (valid) parts as they were."""
-        replaced = list(self._parts)
+        """Merge parts while there are more than ``max_parts`` (:func:`_parts_to_merge` picks which)."""
+        while len(self._parts) > self._max_parts:
+            names = list(self._parts)
+            chosen = [names[i] for i in _parts_to_merge([len(self._parts[n]) for n in names])]
+            if not self._merge(chosen):
+                return
+
+    def _merge(self, replaced: list[str]) -> bool:
+        """Replace the parts ``replaced`` by one holding their kept rows; False if writing it failed.
+
+        Best effort: a failure leaves the (valid) parts as they were.
+        """
+        keys = [key for name in replaced for key in self._parts[name]]
         try:
-            table = pa.Table.from_pylist(list(self._rows.values()), schema=self._schema)
-            compacted = _write_part(self._dir, table)
+            table = pa.Table.from_pylist([self._rows[k] for k in keys], schema=self._schema)
+            merged = _write_part(self._dir, table) if keys else None  # no rows: nothing to keep
         except OSError as exc:
             _log.warning("benchmark store: compaction of %s failed (%s); parts kept", self._dir, exc)
-            return
-        self._parts = [compacted]
+            return False
+        for name in replaced:
+            del self._parts[name]
+        if merged is not None:
+            self._parts[merged] = keys
         # A crash from here on leaves rows in two files; loading de-duplicates them.
         for name in replaced:
             try:
@@ -358,6 +379,36 @@ class _PartTable:
             except OSError as exc:
                 _log.warning("benchmark store: could not remove compacted part %s (%s)", name, exc)
         fsync_dir(self._dir)  # the removals, like the compacted part, are on disk
+        return True
+
+
+def _size_tier(rows: int) -> int:
+    """``floor(log2(rows))`` (0 for an empty part): parts of one tier differ in size by less than 2x."""
+    return max(rows, 1).bit_length() - 1
+
+
+def _parts_to_merge(sizes: Sequence[int]) -> list[int]:
+    """Which parts one compaction merges: every part of the lowest size tier that holds two or more.
+
+    Merging two or more parts of tier ``t`` gives a part of at least ``2 * 2**t`` rows, tier ``t + 1`` or
+    more: each compaction that rewrites a row lifts it at least one tier, so a row is rewritten at most
+    ``log2(rows)`` times, and filling the store costs O(rows log rows) writes, never O(rows^2) (rewriting
+    every row at each compaction did). When every tier holds one part (so more tiers than ``max_parts``:
+    only a ``max_parts`` below ``log2(rows)``), the two smallest parts are merged.
+
+    Args:
+        sizes: Rows held by each part.
+
+    Returns:
+        Indices into ``sizes``, ascending.
+    """
+    tiers: dict[int, list[int]] = {}
+    for i, size in enumerate(sizes):
+        tiers.setdefault(_size_tier(size), []).append(i)
+    crowded = [t for t, members in tiers.items() if len(members) > 1]
+    if crowded:
+        return tiers[min(crowded)]
+    return sorted(sorted(range(len(sizes)), key=lambda i: sizes[i])[:2])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -581,6 +632,38 @@ class BenchmarkStore:
             self._lookups += 1
             self._hits += row is not None
         return None if row is None else _public_row(row, "metrics")
+
+    def lookup_many(self, keys: Iterable[Sequence[Any]]) -> list[dict[str, Any] | None]:
+        """:meth:`lookup` of many keys in one call (through the actor: one round trip for all of them).
+
+        Args:
+            keys: Each ``(space, arch_key, dataset_id, fidelity, seed)`` or ``(..., seed, protocol)``,
+                the arguments of :meth:`lookup` in its order; a protocol of None accepts any.
+
+        Returns:
+            One entry per key, in order: the row as :meth:`lookup` returns it, or None.
+
+        Raises:
+            ValueError: A key has not 5 or 6 parts (message gives its index); nothing is looked up.
+        """
+        heads = []
+        for i, key in enumerate(keys):
+            key = tuple(key)
+            if len(key) not in (5, 6):
+                raise ValueError(
+                    f"lookup key {i} must be (space, arch_key, dataset_id, fidelity, seed[, protocol]), "
+                    f"got {len(key)} parts: {key!r}"
+                )
+            head = (key[0], key[1], key[2], int(key[3]), int(key[4]))
+            heads.append((head, key[5] if len(key) == 6 else None))
+        with self._lock:
+            found = [
+                self._evaluations.first(head) if protocol is None else self._evaluations.get((*head, protocol))
+                for head, protocol in heads
+            ]
+            self._lookups += len(found)
+            self._hits += sum(row is not None for row in found)
+        return [None if row is None else _public_row(row, "metrics") for row in found]
 
     def put(self, row: Mapping[str, Any]) -> bool:
         """Store one evaluation, durably, before returning.
@@ -886,6 +969,10 @@ class StoreClient:
     ) -> dict[str, Any] | None:
         """See :meth:`BenchmarkStore.lookup`."""
         return self._call("lookup", space, arch_key, dataset_id, fidelity, seed, protocol)
+
+    def lookup_many(self, keys: Iterable[Sequence[Any]]) -> list[dict[str, Any] | None]:
+        """See :meth:`BenchmarkStore.lookup_many`: one actor round trip for every key."""
+        return self._call("lookup_many", [tuple(k) for k in keys])
 
     def put(self, row: Mapping[str, Any]) -> bool:
         """See :meth:`BenchmarkStore.put`. After a retry, False may mean "stored by the unanswered try"."""

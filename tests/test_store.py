@@ -216,6 +216,38 @@ def test_compaction_keeps_every_row_once(tmp_path):
     assert [r["arch_key"] for r in reloaded.rows()] == [f"a{i}" for i in range(70)]
 
 
+def test_parts_to_merge_takes_the_lowest_crowded_size_tier():
+    from orchestrator.store import _parts_to_merge
+
+    assert _parts_to_merge([1, 1, 1]) == [0, 1, 2]
+    assert _parts_to_merge([100, 1, 40, 1, 3]) == [1, 3]  # tier 0 (1 row) before tier 1 (3 rows)
+    assert _parts_to_merge([100, 2, 3, 40, 5]) == [1, 2]  # 2 and 3 rows: both tier 1
+    assert _parts_to_merge([64, 32, 8, 16]) == [2, 3]  # one part per tier: the two smallest
+    assert _parts_to_merge([0, 0, 5]) == [0, 1]  # parts whose rows are all kept elsewhere
+
+
+def test_filling_the_store_rewrites_each_row_at_most_log2_rows_times(tmp_path, monkeypatch):
+    import orchestrator.store as store_module
+
+    written: list[int] = []
+    real = store_module._write_part
+
+    def counting(directory, table):
+        written.append(table.num_rows)
+        return real(directory, table)
+
+    monkeypatch.setattr(store_module, "_write_part", counting)
+    store = BenchmarkStore(str(tmp_path), max_parts=16)  # more than log2(rows) tiers fit
+    rows = 600
+    for i in range(rows):
+        store.put(_row(f"a{i}", created_at=float(i)))
+    assert store.count() == rows and len(_parts(tmp_path)) <= 16
+    # Rewriting every row at each compaction wrote about rows^2 / (2 * max_parts) = 11,000 rows here.
+    assert sum(written) <= rows * (1 + math.log2(rows))
+    reloaded = BenchmarkStore(str(tmp_path), max_parts=16)
+    assert [r["arch_key"] for r in reloaded.rows()] == [f"a{i}" for i in range(rows)]
+
+
 def test_crash_between_compaction_steps_is_harmless(tmp_path):
     root = str(tmp_path / "store")
     aside = tmp_path / "aside"
@@ -295,6 +327,29 @@ def test_rows_filters(tmp_path):
     assert keys(space="s1", run="r2") == ["b"]
     assert keys(space="s3") == []
     assert store.rows(space="s2")[0]["metrics"]["val_acc"] == 0.91
+
+
+def test_lookup_many_answers_like_lookup_in_order(tmp_path):
+    store = BenchmarkStore(str(tmp_path))
+    store.put_many([_row("a", created_at=2.0), _row("b", seed=3), _row("a", config={"training": {"lr": 1}},
+                                                                         created_at=1.0)])
+    protocol = store.lookup("global", "a", "digits", 10, 0)["protocol"]  # the earliest row of "a"
+    keys = [("global", "b", "digits", 10, 3), ("global", "zz", "digits", 10, 0), ("global", "a", "digits", 10, 0),
+            ["global", "a", "digits", 10, 0, ""], ("global", "a", "digits", 10, 0, "nope"),
+            ("global", "b", "digits", 10, 0)]
+    expected = [store.lookup(*k) for k in keys]
+    assert store.lookup_many(keys) == expected
+    assert [r is not None for r in expected] == [True, False, True, True, False, False]
+    assert expected[2]["protocol"] == protocol != "" and expected[3]["protocol"] == ""
+    assert store.lookup_many([]) == []
+    assert store.stats()["lookups"] == 1 + 2 * len(keys) and store.stats()["hits"] == 1 + 2 * 3
+
+
+def test_lookup_many_refuses_a_malformed_key_and_looks_up_nothing(tmp_path):
+    store = BenchmarkStore(str(tmp_path))
+    with pytest.raises(ValueError, match=r"lookup key 1 must be \(space, arch_key"):
+        store.lookup_many([("global", "a", "digits", 10, 0), ("global", "a")])
+    assert store.stats()["lookups"] == 0
 
 
 def test_stats_count_since_the_instance_started(tmp_path):
@@ -385,6 +440,10 @@ def test_client_inside_a_ray_task(ray_local, tmp_path):
     with pytest.raises(ValueError, match="'seed'"):  # the store's own message, not a Ray traceback
         client.put(_row("bad", seed="x"))
     assert client.stats() == {"rows": 1, "lookups": 3, "hits": 2, "puts": 1}
+    many = ray.get(ray.remote(lambda s, k: s.lookup_many(k)).remote(client, [_key(row), ("global", "zz", "d", 1, 0)]))
+    assert many == [client.lookup(*_key(row)), None] and many[0]["metrics"] == {"val_acc": 0.5}
+    with pytest.raises(ValueError, match="lookup key 0"):  # the store's own message through the client
+        client.lookup_many([("global",)])
 
 
 @pytest.mark.integration
