@@ -20,7 +20,7 @@ CONFIG = {
     "searcher": {
         "name": "macro_micro", "preset": "tiny", "d_min": 2, "d_max": 4, "w_min": 8, "w_max": 16, "w_res": 4,
         "e_min_macro": 2, "e_min_micro": 2, "param_slack": 500, "speculate": 2, "final_epochs": 3,
-        "baseline_samples": 2,
+        "baseline_samples": 2, "equal_param_samples": 2, "param_band": 0.5,
     },
     "resources": {"num_cpus": 2},
 }
@@ -41,9 +41,14 @@ def reference(tmp_path_factory, config_file) -> Path:
 
 def test_pipeline_stages_and_best(reference):
     frame = pd.read_parquet(reference / "results.parquet")
-    assert list(dict.fromkeys(frame["stage"])) == ["search", "retrain", "baseline"]
+    assert list(dict.fromkeys(frame["stage"])) == ["search", "retrain", "baseline", "baseline_equal"]
     assert (frame["stage"] == "retrain").sum() == 1 and (frame["stage"] == "baseline").sum() == 2
+    # the equal-parameter baseline: random networks within +-50 % of the searched network's size
+    searched = int(frame.loc[frame["stage"] == "retrain", "params"].iloc[0])
+    equal = frame.loc[frame["stage"] == "baseline_equal", "params"]
+    assert len(equal) == 2 and all(0.5 * searched <= p <= 1.5 * searched for p in equal)
     best = json.loads((reference / "best.json").read_text())
+    assert isinstance(best["ri_equal_params"], float) and best["equal_params_evaluations"] == 2
     search = best["search"]
     assert best["stage"] == "retrain" and best["epochs"] == 3
     assert best["arch"] == json.loads(search["final_arch"])

@@ -20,6 +20,7 @@ from search_algos.spaces import (
     decode_arch,
     layer_plan,
 )
+from search_algos.spaces.global_space import EqualParamsSpace
 
 
 def test_space_size_matches_paper_eq1():
@@ -118,3 +119,28 @@ def test_with_layer_and_grown():
     assert arch.grown().depth == 4 and math.isclose(arch.grown().kernels[-1], 3)
     with pytest.raises(InvalidArchitecture):
         arch.with_layer(3, op="conv")
+
+
+def test_equal_params_space_draws_only_networks_of_the_target_size():
+    bounds = GlobalSpace(d_min=2, d_max=8, w_min=8, w_max=24, w_step=4)
+    target = count_params(GlobalArch(depth=6, width=16, ops=("conv",) * 6, kernels=(3,) * 6), in_channels=1,
+                          num_classes=10)  # fmt: skip
+    space = EqualParamsSpace(bounds, params=target, band=0.2, in_channels=1, num_classes=10)
+    drawn = [space.sample(np.random.default_rng([7, i])) for i in range(40)]
+    sizes = [count_params(a, in_channels=1, num_classes=10) for a in drawn]
+    assert all(0.8 * target <= n <= 1.2 * target for n in sizes)
+    assert len({a.key() for a in drawn}) > 20  # still a random sample, not one network
+    assert [a.key() for a in drawn[:5]] == [space.sample(np.random.default_rng([7, i])).key() for i in range(5)]
+    assert space.name == "global" and space.describe()["params"] == target
+    small = GlobalArch(depth=2, width=8, ops=("sep", "sep"), kernels=(3, 3))
+    with pytest.raises(InvalidArchitecture, match="parameters must be in"):
+        space.validate(small)
+
+
+def test_equal_params_space_says_when_the_band_is_out_of_reach():
+    bounds = GlobalSpace(d_min=2, d_max=3, w_min=8, w_max=8, w_step=4)
+    space = EqualParamsSpace(bounds, params=10_000_000, band=0.2, in_channels=1, num_classes=10, max_draws=50)
+    with pytest.raises(ValueError, match="widen the band"):
+        space.sample(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="0 < band < 1"):
+        EqualParamsSpace(bounds, params=100, band=1.5, in_channels=1, num_classes=10)

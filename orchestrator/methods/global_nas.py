@@ -38,6 +38,7 @@ __all__ = [
     "candidate_job",
     "check_classification",
     "draw_global",
+    "equal_params_ri",
     "export_global",
     "macro_micro_plots",
     "macro_micro_stages",
@@ -97,6 +98,10 @@ class MacroMicroSearcherConfig(Section):
     # their mean accuracy, as the paper reports means over runs.
     final_seeds: int = Field(1, ge=1, le=20)
     baseline_samples: int | None = Field(None, ge=1)
+    # A second baseline of random networks within +-param_band of the searched network's parameter
+    # count (0: off). The paper's RI alone rewards size; RI against these does not (issue 13).
+    equal_param_samples: int = Field(0, ge=0)
+    param_band: float = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> MacroMicroSearcherConfig:
@@ -107,7 +112,8 @@ class MacroMicroSearcherConfig(Section):
         from search_algos.macro_micro import MacroMicroSettings
 
         overrides = self.model_dump(
-            exclude={"name", "preset", "speculate", "final_epochs", "final_seeds", "baseline_samples"},
+            exclude={"name", "preset", "speculate", "final_epochs", "final_seeds", "baseline_samples",
+                     "equal_param_samples", "param_band"},
             exclude_none=True,
         )
         try:
@@ -164,6 +170,8 @@ def macro_micro_stages(config: ExperimentConfig, data: Any, store: Any, run_dir:
     from search_algos.fixed import FixedArchSearcher
     from search_algos.macro_micro import MacroMicroSearcher
     from search_algos.random_search import RandomArchSearcher
+    from search_algos.spaces import decode_arch
+    from search_algos.spaces.global_space import EqualParamsSpace, count_params
 
     s = config.searcher
     settings = s.settings()
@@ -207,8 +215,27 @@ def macro_micro_stages(config: ExperimentConfig, data: Any, store: Any, run_dir:
         total=baseline_size,
     )
 
+    def equal_params_space(earlier: dict[str, Any]) -> EqualParamsSpace:
+        params = count_params(decode_arch("global", searched(earlier)), in_channels=data.in_channels,
+                              num_classes=data.num_classes)  # fmt: skip
+        return EqualParamsSpace(space, params=params, band=s.param_band, in_channels=data.in_channels,
+                                num_classes=data.num_classes)  # fmt: skip
+
+    baseline_equal = Stage(
+        name="baseline_equal",
+        make_searcher=lambda earlier: RandomArchSearcher(
+            equal_params_space(earlier), num_samples=s.equal_param_samples, epochs=s.final_epochs,
+            metric=config.metric, mode=config.mode, seed=config.seed,
+        ),
+        job=candidate_job(config, store, run_dir, "baseline_equal"),
+        total=lambda _earlier: s.equal_param_samples,
+    )
+
     def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
-        return relative_improvement(outcomes["retrain"].frame, outcomes["baseline"].frame)
+        out = relative_improvement(outcomes["retrain"].frame, outcomes["baseline"].frame)
+        if "baseline_equal" in outcomes:
+            out.update(equal_params_ri(outcomes["retrain"].frame, outcomes["baseline_equal"].frame, band=s.param_band))
+        return out
 
     def select(outcomes: dict[str, Any]) -> Any:
         # best.json describes the retraining with the run's own seed (its weights are the ones kept
@@ -218,7 +245,8 @@ def macro_micro_stages(config: ExperimentConfig, data: Any, store: Any, run_dir:
         own = ok[[_row_seed(m, config.seed) == config.seed for m in ok["metrics"]]]
         return own.iloc[0].to_dict() if not own.empty else pick_best(frame, mode=config.mode)
 
-    return [search, retrain, baseline], select, extras
+    stages = [search, retrain, baseline] + ([baseline_equal] if s.equal_param_samples else [])
+    return stages, select, extras
 
 
 def _row_seed(metrics: Any, default: int) -> int:
@@ -246,6 +274,24 @@ def relative_improvement(searched: pd.DataFrame, random: pd.DataFrame) -> dict[s
         "random_mean_val_acc": val_r,
         "random_best_val_acc": float(ok_r["value"].max()),
         "random_evaluations": int(len(ok_r)),
+    }
+
+
+def equal_params_ri(searched: pd.DataFrame, random: pd.DataFrame, *, band: float) -> dict[str, Any]:
+    """RI of the searched network over random networks of its own size (``baseline_equal``, issue 13).
+
+    The same formula as :func:`relative_improvement`; the baseline holds only networks whose parameter
+    count is within ``band`` of the searched one's, so a positive value is not bought with parameters.
+    """
+    ri = relative_improvement(searched, random)
+    ok = random[random["status"] == "ok"]
+    return {
+        "ri_equal_params": ri["ri"],
+        "ri_equal_params_val": ri["ri_val"],
+        "equal_params_mean_test_acc": ri.get("random_mean_test_acc"),
+        "equal_params_mean_params": float(ok["params"].mean()) if "params" in ok and not ok.empty else None,
+        "equal_params_evaluations": ri["random_evaluations"],
+        "param_band": band,
     }
 
 

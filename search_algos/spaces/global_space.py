@@ -20,6 +20,7 @@ import numpy as np
 from search_algos.spaces.base import Encoded, InvalidArchitecture, SearchSpace
 
 __all__ = [
+    "EqualParamsSpace",
     "GlobalArch",
     "GlobalSpace",
     "OPS",
@@ -256,3 +257,71 @@ class GlobalSpace(SearchSpace[GlobalArch]):
             "ops": list(self.ops),
             "kernels": list(self.kernels),
         }
+
+
+class EqualParamsSpace(GlobalSpace):
+    """The networks of a global space whose parameter count lies within ``band`` of ``params``.
+
+    Why (issue 13): the paper's RI (§4.1) compares the searched network with random networks of the
+    whole space, so a search that ends on a larger network than the average random one wins by size
+    alone. The baseline drawn here has the searched network's size: RI against it measures what the
+    search found beyond parameters.
+
+    :meth:`sample` draws from the bounds' own distribution and keeps the first network inside the band
+    (rejection sampling: the conditional distribution, deterministic in the generator).
+
+    Args:
+        space: the bounds (depth, width, ops, kernels).
+        params: the target parameter count (the searched network's :func:`count_params`).
+        band: relative half-width: counts in ``[params (1 - band), params (1 + band)]`` are accepted.
+        in_channels, num_classes: the dataset's, for :func:`count_params`.
+        max_draws: draws before :meth:`sample` gives up (a band the bounds cannot reach).
+
+    Raises:
+        ValueError: for a band outside (0, 1) or a target below 1.
+    """
+
+    def __init__(
+        self,
+        space: GlobalSpace,
+        *,
+        params: int,
+        band: float,
+        in_channels: int,
+        num_classes: int,
+        max_draws: int = 100_000,
+    ) -> None:
+        if not 0.0 < band < 1.0 or params < 1:
+            raise ValueError(f"EqualParamsSpace needs 0 < band < 1 and params >= 1, got band={band}, params={params}")
+        super().__init__(
+            d_min=space.d_min, d_max=space.d_max, w_min=space.w_min, w_max=space.w_max, w_step=space.w_step,
+            ops=space.ops, kernels=space.kernels,
+        )
+        self.params, self.band = int(params), float(band)
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.max_draws = max_draws
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.params * (1.0 - self.band), self.params * (1.0 + self.band)
+
+    def sample(self, rng: np.random.Generator) -> GlobalArch:
+        low, high = self.bounds
+        for _ in range(self.max_draws):
+            arch = super().sample(rng)
+            if low <= count_params(arch, in_channels=self.in_channels, num_classes=self.num_classes) <= high:
+                return arch
+        raise ValueError(
+            f"no network of the space has {low:.0f}-{high:.0f} parameters in {self.max_draws} draws: "
+            "widen the band or the space's bounds"
+        )
+
+    def validate(self, arch: GlobalArch) -> None:
+        super().validate(arch)
+        low, high = self.bounds
+        n = count_params(arch, in_channels=self.in_channels, num_classes=self.num_classes)
+        if not low <= n <= high:
+            raise InvalidArchitecture(f"parameters must be in [{low:.0f}, {high:.0f}], got {n}")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "params": self.params, "band": self.band}
