@@ -181,3 +181,34 @@ def test_bad_settings_are_reported_together():
     ranker = PerformanceRanker(FEATURES, config_kind="vector", config_dim=2)
     with pytest.raises(ValueError, match="offline warm-up needs >= 2 datasets"):
         ranker.fit_offline([])
+
+
+def test_prior_is_each_configs_mean_quantile_over_the_datasets_seen():
+    configs = synthetic_configs(n=4)
+    keys = list(configs)
+    ranker = PerformanceRanker(FEATURES, config_kind="vector", config_dim=6, settings=FAST)
+    ranker.add_configs(configs)
+    f = {"a": 0.0, "b": 1.0, "c": 2.0}
+    g = {"a": 1.0, "b": 0.0, "c": 1.0}
+    # c00 is the best on both datasets; c03 is evaluated on the first only, c02 ties c01 on the second
+    ranker.offline = [TaskResults("d1", f, {keys[0]: 0.9, keys[1]: 0.5, keys[2]: 0.1, keys[3]: 0.3}),
+                      TaskResults("d2", g, {keys[0]: 0.8, keys[1]: 0.4, keys[2]: 0.4})]  # fmt: skip
+    prior = ranker.prior(keys + ["never-seen"])
+    assert prior.tolist() == pytest.approx([1.0, (2 / 3 + 0.25) / 2, (0.0 + 0.25) / 2, 1 / 3, 0.5])
+    ranker.past.append({"dataset_id": "d3", "z": [0.0] * 3, "results": {keys[3]: 1.0, keys[0]: 0.0}})
+    assert ranker.prior([keys[3]])[0] == pytest.approx((1 / 3 + 1.0) / 2)  # online results count too
+
+
+def test_prior_weight_one_suggests_by_the_prior_and_zero_keeps_the_paper_ranker():
+    ranker, configs, offline, online = warm_ranker()
+    keys = list(configs)
+    paper = ranker.suggest(online[0].features, keys, 4)
+    ranker.settings = RankerSettings(warmup_steps=150, iters_per_task=8, trans_iters=3, explore_ratio=0.0,
+                                     prior_weight=1.0)  # fmt: skip
+    by_prior = ranker.suggest(online[0].features, keys, 4)
+    expected = [keys[i] for i in np.argsort(-ranker.prior(keys), kind="stable")[:4]]
+    assert by_prior == expected
+    ranker.settings = RankerSettings(warmup_steps=150, iters_per_task=8, trans_iters=3, prior_weight=0.0)
+    assert ranker.suggest(online[0].features, keys, 4) == paper
+    with pytest.raises(ValueError, match="prior_weight"):
+        RankerSettings(prior_weight=1.5)
