@@ -1,29 +1,29 @@
 """The Tune function that evaluates one candidate: benchmark lookup, training, durable record.
 
 The trainable itself (``trainables.classification.train``) knows nothing of Tune's checkpoints or of the store;
-this wrapper connects them: a stored (space, arch_key, dataset_id, fidelity, seed) is served from the
-benchmark store with ``cached=True`` and trains nothing; otherwise the candidate trains with a
-checkpoint every epoch (so a retried trial continues where it stopped) and its result is written to
-the store before the trial ends.
+this wrapper connects them through :class:`orchestrator.trial.TrialSequence`: a stored (space, arch_key,
+dataset_id, fidelity, seed, protocol) is served from the benchmark store with ``cached=True`` and trains
+nothing; otherwise the candidate trains with a checkpoint every epoch (so a retried trial continues where
+it stopped) and its result is written to the store before the trial's final report. Also the helpers
+the methods' trials share (datasets cached per process, training states, kept weights).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from ray import tune
 
+from orchestrator.trial import EpochHook, StoreKey, TrialSequence, plain_metrics
 from search_algos.durable import write_durable
 from search_algos.spaces import decode_arch
 from search_algos.spaces.base import stable_key
-from trainables.classification.data import ImageDataset, load_dataset
+from trainables.classification.data import load_dataset
 from trainables.classification.train import TrainSettings, fit_candidate, fit_candidate_distributed
 
 __all__ = [
@@ -32,10 +32,8 @@ __all__ = [
     "evaluate_candidate",
     "keep_final_weights",
     "load_state",
-    "lookup_same_protocol",
     "plain_metrics",
     "prune_weights",
-    "record",
     "save_state",
     "weights_path",
 ]
@@ -85,44 +83,6 @@ def load_state(path: str) -> dict[str, Any] | None:
         return None
 
 
-def plain_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Numbers (as floats) and dicts of numbers only: what Tune reports and the store keeps."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            out[key] = float(value)
-        elif isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
-            out[key] = {k: float(v) for k, v in value.items()}
-    return out
-
-
-def lookup_same_protocol(store: Any, key: tuple, training: dict[str, Any]) -> dict[str, Any] | None:
-    """A stored evaluation of ``key`` trained with the same protocol (lr, batch, ...), else None.
-
-    The store's key ends with the protocol (``orchestrator.store.protocol_of`` of ``{"training": ...}``),
-    so the lookup asks for this one; the settings are compared again as a guard.
-    """
-    from orchestrator.store import protocol_of
-
-    hit = store.lookup(*key, protocol_of({"training": training}))
-    if hit is None:
-        return None
-    stored = json.loads(hit["config"]) if isinstance(hit.get("config"), str) else hit.get("config") or {}
-    return hit if stored.get("training") == training else None
-
-
-def record(store: Any, *, key: tuple, config: dict[str, Any], metrics: dict[str, Any], started: float, run: str) -> None:
-    """Write one finished evaluation to the benchmark store (durable before this returns)."""
-    space, arch_key, dataset_id, fidelity, seed = key
-    store.put({
-        "space": space, "arch_key": arch_key, "config": json.dumps(config, sort_keys=True),
-        "dataset_id": dataset_id, "fidelity": fidelity, "seed": seed, "metrics": json.dumps(metrics),
-        "cost_s": time.perf_counter() - started, "run": run, "created_at": time.time(),
-    })
-
-
 # -- candidates of the global space -------------------------------------------------------------------
 
 
@@ -146,7 +106,11 @@ def _settings(job: EvalJob, epochs: int, training: dict[str, Any], seed: int) ->
 
 
 def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
-    """Tune function trainable. ``config`` = ``{"arch": <JSON>, "epochs": int, ...}``."""
+    """Tune function trainable. ``config`` = ``{"arch": <JSON>, "epochs": int, ...}``.
+
+    The sequence of :class:`orchestrator.trial.TrialSequence`; in process the candidate checkpoints and
+    reports every epoch, the last one after the store and the kept weights hold the result.
+    """
     arch = decode_arch(job.space, config["arch"])
     epochs = int(config["epochs"])
     # A retraining over several seeds names each evaluation's own; otherwise the run's seed.
@@ -161,42 +125,32 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
         "stage": job.stage,
         "seed": seed,
     }
-    key = (job.space, arch.key(), data.dataset_id, epochs, seed)
     # Hyper-parameters drawn for this trial (config `hpo`, search_algos.hpo) replace the stage's protocol.
     training = {**job.training, **config.get("hpo", {})}
-    hit = lookup_same_protocol(job.store, key, training)
-    if hit is not None:
-        tune.report({**hit["metrics"], **base, "cached": True, "status": "ok", "error": ""})
-        return
-
+    key = StoreKey.trained(space=job.space, arch_key=arch.key(), dataset_id=data.dataset_id, fidelity=epochs,
+                           seed=seed, training=training)
     settings = _settings(job, epochs, training, seed)
-    started = time.perf_counter()
     checkpoint = _checkpoint_path(job, key, config.get("hpo"))
 
-    def finish(final: dict[str, Any]) -> None:
-        config_row = {"arch": arch.to_dict(), "epochs": epochs, "training": training}
-        record(job.store, key=key, config=config_row, metrics=plain_metrics(final), started=started, run=job.run)
-        # The store holds the result now; the checkpoint has served. Its weights stay for `facenas export`.
-        other_seed = seed if seed != job.seed else None
-        keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs, other_seed))
+    def settle(_metrics: dict[str, Any], cached: bool) -> None:
+        if not cached:  # the store holds the result; the checkpoint has served, its weights stay for export
+            other_seed = seed if seed != job.seed else None
+            keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs, other_seed))
 
-    try:
+    def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
         if settings.num_workers > 1:
-            final = fit_candidate_distributed(
-                arch,
-                job.data,
-                settings,
-                storage_path=os.path.join(job.storage_path, "_train"),
+            return plain_metrics(fit_candidate_distributed(
+                arch, job.data, settings, storage_path=os.path.join(job.storage_path, "_train"),
                 name=f"{job.stage}-{trial_id}",
-            )
-        else:
-            _fit_in_process(arch, data, settings, base, checkpoint, finish)
-            return
-    except FloatingPointError as exc:  # divergence: a normal event, reported as a failed evaluation
-        tune.report({job.metric: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
-        return
-    finish(final)
-    tune.report({**plain_metrics(final), **base, "cached": False, "status": "ok", "error": ""})
+            ))
+        return fit_candidate(arch, data, settings, resume_state=resume,
+                             on_epoch=lambda m, state: epoch(m, state, last=m["epoch"] == settings.epochs))
+
+    TrialSequence(
+        base=base, metric=job.metric, store=job.store, key=key,
+        config={"arch": arch.to_dict(), "epochs": epochs, "training": training}, run_name=job.run,
+        checkpoint=checkpoint, settle=settle,
+    ).run(fit)
 
 
 def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int, seed: int | None = None) -> str:
@@ -231,39 +185,12 @@ def prune_weights(stage_dir: str, keep: set[str]) -> None:
             os.remove(os.path.join(folder, name))
 
 
-def _checkpoint_path(job: EvalJob, key: tuple, hpo: dict[str, Any] | None = None) -> str:
+def _checkpoint_path(job: EvalJob, key: StoreKey, hpo: dict[str, Any] | None = None) -> str:
     # Keyed by the evaluation, not the trial: a trial re-created after a driver crash (new trial id)
     # or retried on another node (shared storage) continues the same evaluation from its last epoch.
     # Tune's own trial checkpoints are not used: after a driver SIGKILL its experiment state can point
     # at a checkpoint that `num_to_keep` already deleted.
-    space, arch_key, dataset_id, fidelity, seed = key
-    name = f"{space}-{arch_key}-{dataset_id}-e{fidelity}-s{seed}.pt"
+    name = f"{key.space}-{key.arch_key}-{key.dataset_id}-e{key.fidelity}-s{key.seed}.pt"
     if hpo:  # the same network trained with other hyper-parameters is another evaluation
         name = name.replace(".pt", f"-h{stable_key(hpo)[:8]}.pt")
     return os.path.join(job.storage_path, job.stage, "_checkpoints", name)
-
-
-def _fit_in_process(
-    arch, data: ImageDataset, settings: TrainSettings, base: dict[str, Any], checkpoint: str,
-    finish: Callable[[dict[str, Any]], None],
-) -> dict[str, Any]:
-    """Train with a checkpoint and a report every epoch; ``finish(final)`` runs before the last report.
-
-    The result is durable (store, kept weights) before the final report because a scheduler may stop
-    the trial at that report (ASHA stops every trial that reaches ``max_t``).
-    """
-    reported = False
-
-    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        nonlocal reported
-        save_state(state, checkpoint)
-        if metrics["epoch"] == settings.epochs:
-            finish(metrics)
-        tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
-        reported = True
-
-    final = fit_candidate(arch, data, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint))
-    if not reported:  # killed after the last epoch's checkpoint, before the store had the result
-        finish(final)
-        tune.report({**final, **base, "cached": False, "status": "ok", "error": ""})
-    return final

@@ -13,16 +13,25 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.evaluate import lookup_same_protocol, record
 from orchestrator.store import BenchmarkStore, check_store, protocol_of
+from orchestrator.trial import StoreKey, lookup, record
 
 KEY = ("global", "arch1", "digits", 3, 0)
 SLOW = {"lr": 0.025, "batch_size": 16}
 FAST = {"lr": 0.1, "batch_size": 16}
 
 
+def _key(training):
+    return StoreKey.trained(space=KEY[0], arch_key=KEY[1], dataset_id=KEY[2], fidelity=KEY[3], seed=KEY[4],
+                            training=training)
+
+
+def lookup_same_protocol(store, key, training):
+    return lookup(store, _key(training), training=training)
+
+
 def _record(store, training, value):
-    record(store, key=KEY, config={"arch": {"d": 3}, "epochs": 3, "training": training},
+    record(store, key=_key(training), config={"arch": {"d": 3}, "epochs": 3, "training": training},
            metrics={"val_acc": value}, started=0.0, run="r")
 
 

@@ -100,16 +100,16 @@ def test_loso_folds_describe_the_network_they_train(
 
     from ray import tune
 
-    import orchestrator.evaluate
     import orchestrator.methods.rnas_mer as rnas
+    import orchestrator.trial
     from search_algos.spaces.rnas import RnasSpace
 
     genotype = RnasSpace(cells=2, nodes=2, levels=2).sample(np.random.default_rng(0))
     reports: list[dict] = []
     monkeypatch.setattr(tune, "report", reports.append)  # the trial imports Ray Tune and the store lookup when run
     # a stored evaluation of the fold: its predictions are reported without training
-    monkeypatch.setattr(orchestrator.evaluate, "lookup_same_protocol",
-                        lambda *a: {"metrics": {"truth": [0, 1], "predicted": [0, 1]}})
+    monkeypatch.setattr(orchestrator.trial, "lookup",
+                        lambda *a, **k: {"metrics": {"truth": [0, 1], "predicted": [0, 1]}})
     job = rnas.MerJob(
         data={"name": "microexpr", "subjects": 2, "episodes": 1, "frames": 4, "image_size": 16}, spec={}, search={},
         fold={"epochs": 1, "batch_size": 4}, retrain_channels=4, seed=0, store=None, run="r", stage="loso",

@@ -248,10 +248,10 @@ class _FakeStore:
 
 
 def test_a_stored_result_of_another_training_protocol_is_not_served():
-    from orchestrator.evaluate import lookup_same_protocol
+    from orchestrator.trial import StoreKey, lookup
 
     row = {"config": json.dumps({"arch": {}, "epochs": 3, "training": {"lr": 0.025}}), "metrics": {"val_acc": 90.0}}
-    key = ("global", "k", "d", 3, 0)
-    assert lookup_same_protocol(_FakeStore(row), key, {"lr": 0.025}) is row
-    assert lookup_same_protocol(_FakeStore(row), key, {"lr": 0.1}) is None
-    assert lookup_same_protocol(_FakeStore(None), key, {"lr": 0.025}) is None
+    key = StoreKey("global", "k", "d", 3, 0)
+    assert lookup(_FakeStore(row), key, training={"lr": 0.025}) is row
+    assert lookup(_FakeStore(row), key, training={"lr": 0.1}) is None
+    assert lookup(_FakeStore(None), key, training={"lr": 0.025}) is None

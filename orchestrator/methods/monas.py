@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,18 +102,20 @@ def _settings(job: AlignmentJob, **changes: Any):
 def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train the supernet (``config["sampling"]``: ``mnus`` or ``uniform``) and save its weights."""
     import torch
-    from ray import tune
 
-    from orchestrator.evaluate import load_state, plain_metrics, save_state
+    from orchestrator.evaluate import load_state, save_state
+    from orchestrator.trial import EpochHook, TrialSequence, plain_metrics
     from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     settings = _settings(job, sampling=config["sampling"])
     stage_dir = os.path.join(job.storage_path, job.stage)
     weights_path = os.path.join(stage_dir, "supernet.pt")
-    base = {"arch": "", "arch_key": f"supernet-{config['sampling']}", "epochs": settings.epochs, "status": "ok",
-            "error": "", "cached": False, "checkpoint_path": weights_path}
+    checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
+    base = {"arch": "", "arch_key": f"supernet-{config['sampling']}", "epochs": settings.epochs,
+            "checkpoint_path": weights_path}
     tensorboard = os.path.join(stage_dir, "tensorboard")
-    try:
+
+    def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
         if settings.num_workers > 1:
             final = train_supernet_distributed(
                 _space(job), job.data, settings,
@@ -123,33 +124,23 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
             )
             state_path = final.get("checkpoint_state")
             if state_path:
-                state = torch.load(state_path, weights_only=True)
+                save_state(torch.load(state_path, weights_only=True)["model"], weights_path)
+            return final
+
+        def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+            last = state["epoch"] == settings.epochs
+            if last:
                 save_state(state["model"], weights_path)
-        else:
-            checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
-            reported = False
+            epoch(metrics, state, last=last)
 
-            def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-                nonlocal reported
-                save_state(state, checkpoint)
-                if state["epoch"] == settings.epochs:
-                    save_state(state["model"], weights_path)
-                tune.report({**plain_metrics(metrics), **base})
-                reported = True
+        final = train_supernet(_space(job), _dataset(job.data), settings, on_epoch=on_epoch,
+                               resume_state=resume, tensorboard_dir=tensorboard)
+        if not os.path.isfile(weights_path):  # resumed after the last epoch was checkpointed: nothing trained now
+            save_state(load_state(checkpoint)["model"], weights_path)
+        return final
 
-            final = train_supernet(
-                _space(job), _dataset(job.data), settings, on_epoch=on_epoch,
-                resume_state=load_state(checkpoint), tensorboard_dir=tensorboard,
-            )
-            if not reported:  # resumed after the last epoch was checkpointed: nothing trained now
-                if not os.path.isfile(weights_path):
-                    save_state(load_state(checkpoint)["model"], weights_path)
-                tune.report({**plain_metrics(final), **base})
-    except FloatingPointError as exc:
-        tune.report({"val_loss": math.nan, **base, "status": "failed", "error": str(exc)})
-        return
-    if settings.num_workers > 1:
-        tune.report({**plain_metrics(final), **base})
+    # no store key: a supernet is not an evaluation of the benchmark
+    TrialSequence(base=base, metric="val_loss", checkpoint=checkpoint, shown=plain_metrics).run(fit)
 
 
 def _supernet_model(job: AlignmentJob):
@@ -169,46 +160,40 @@ def _supernet_model(job: AlignmentJob):
 def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Score a child with the supernet's weights (BN recalibrated): ``val_nme`` (%)."""
     import torch
-    from ray import tune
 
-    from orchestrator.evaluate import plain_metrics, record
+    from orchestrator.trial import StoreKey, TrialSequence, plain_metrics, require_finite
     from search_algos.spaces import decode_arch
     from trainables.alignment.train import evaluate_child
 
     arch = decode_arch("multipath", config["arch"])
     data = _dataset(job.data)
-    space_key = f"multipath/oneshot-{job.supernet_id}"
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": 0, "dataset_id": data.dataset_id,
-            "stage": job.stage, "status": "ok", "error": ""}
-    hit = job.store.lookup(space_key, arch.key(), data.dataset_id, 0, job.seed)
-    if hit is not None:
-        tune.report({**hit["metrics"], **base, "cached": True})
-        return
-    started = time.perf_counter()
-    model = _supernet_model(job)
-    torch.set_num_threads(1)
-    settings = _settings(job, epochs=1)
-    metrics = plain_metrics(evaluate_child(
-        model, arch, data, "val",
-        recalibration_batches=job.settings.get("bn_recalibration_batches", 4), seed=job.seed,
-        precision=settings.precision, nhwc=settings.channels_last,
-    ))
-    metrics["params"] = float(sum(p.numel() for p in model.child_model(arch).parameters()))
-    if math.isfinite(metrics.get("val_nme", math.nan)):
-        record(job.store, key=(space_key, arch.key(), data.dataset_id, 0, job.seed),
-               config={"arch": arch.to_dict()}, metrics=metrics, started=started, run=job.run)
-        tune.report({**metrics, **base, "cached": False})
-    else:
-        tune.report({**metrics, **base, "cached": False, "status": "failed", "error": "val_nme is not finite"})
+            "stage": job.stage}
+    # one-shot scores are comparable on the same supernet only; no training protocol (any is served)
+    key = StoreKey(f"multipath/oneshot-{job.supernet_id}", arch.key(), data.dataset_id, 0, job.seed)
+
+    def fit(_epoch: Any, _resume: Any) -> dict[str, Any]:
+        model = _supernet_model(job)
+        torch.set_num_threads(1)
+        settings = _settings(job, epochs=1)
+        metrics = plain_metrics(evaluate_child(
+            model, arch, data, "val",
+            recalibration_batches=job.settings.get("bn_recalibration_batches", 4), seed=job.seed,
+            precision=settings.precision, nhwc=settings.channels_last,
+        ))
+        metrics["params"] = float(sum(p.numel() for p in model.child_model(arch).parameters()))
+        return metrics
+
+    TrialSequence(
+        base=base, metric="val_nme", store=job.store, key=key, config={"arch": arch.to_dict()}, run_name=job.run,
+        check=require_finite("val_nme", error="val_nme is not finite"),
+    ).run(fit)
 
 
 def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     """Train a child from scratch for ``config["epochs"]`` epochs; test NME by yaw bin at the end."""
-    from ray import tune
-
-    from orchestrator.evaluate import (
-        keep_final_weights, load_state, lookup_same_protocol, plain_metrics, record, save_state, weights_path,
-    )
+    from orchestrator.evaluate import keep_final_weights, weights_path
+    from orchestrator.trial import EpochHook, StoreKey, TrialSequence, plain_metrics
     from search_algos.spaces import decode_arch
     from trainables.alignment.train import train_standalone
 
@@ -216,37 +201,26 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     epochs = int(config["epochs"])
     data = _dataset(job.data)
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": data.dataset_id,
-            "stage": job.stage, "status": "ok", "error": ""}
-    key = ("multipath", arch.key(), data.dataset_id, epochs, job.seed)
-    hit = lookup_same_protocol(job.store, key, job.settings)
-    if hit is not None:
-        tune.report({**hit["metrics"], **base, "cached": True})
-        return
+            "stage": job.stage}
+    key = StoreKey.trained(space="multipath", arch_key=arch.key(), dataset_id=data.dataset_id, fidelity=epochs,
+                           seed=job.seed, training=job.settings)
     checkpoint = os.path.join(
         job.storage_path, job.stage, "_checkpoints", f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
     )
 
-    reported = False
+    def settle(_metrics: dict[str, Any], cached: bool) -> None:
+        if not cached:  # the store holds the result; the checkpoint's weights stay for `facenas export`
+            keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
 
-    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        nonlocal reported
-        save_state(state, checkpoint)
-        tune.report({**plain_metrics(metrics), **base, "cached": False})
-        reported = True
+    def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
+        return train_standalone(arch, data, _settings(job, epochs=epochs), resume_state=resume,
+                                on_epoch=lambda m, state: epoch(m, state, last=m["epoch"] == epochs))
 
-    started = time.perf_counter()
-    try:
-        final = train_standalone(arch, data, _settings(job, epochs=epochs), on_epoch=on_epoch,
-                                 resume_state=load_state(checkpoint))
-    except FloatingPointError as exc:
-        tune.report({"val_nme": math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
-        return
-    if not reported:  # killed after the last epoch's checkpoint, before the store had the result
-        tune.report({**plain_metrics(final), **base, "cached": False})
-    record(job.store, key=key, config={"arch": arch.to_dict(), "epochs": epochs, "training": job.settings},
-           metrics=plain_metrics(final), started=started, run=job.run)
-    # The store holds the result; the checkpoint's weights stay for `facenas export`.
-    keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
+    TrialSequence(
+        base=base, metric="val_nme", store=job.store, key=key,
+        config={"arch": arch.to_dict(), "epochs": epochs, "training": job.settings}, run_name=job.run,
+        checkpoint=checkpoint, shown=plain_metrics, settle=settle,
+    ).run(fit)
 
 
 # -- the pipeline --------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -93,20 +92,16 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _failed(base: dict[str, Any], error: str) -> dict[str, Any]:
-    return {"val_uar": math.nan, **base, "cached": False, "status": "failed", "error": error}
-
-
 # -- Tune functions ---------------------------------------------------------------------------------
 
 
 def search_trial(config: dict[str, Any], job: MerJob) -> None:
     """Algorithm 1's search and decode stages; reports every epoch's ``val_uar`` and genotype (``arch``)."""
     import torch
-    from ray import tune
 
-    from orchestrator.evaluate import load_state, plain_metrics, save_state
     from orchestrator.results import write_json_atomic
+    from orchestrator.trial import EpochHook, TrialSequence, plain_metrics
+    from search_algos.spaces.rnas import RnasGenotype
     from trainables.microexpr.model import MODEL_REVISION, RnasSupernet, SupernetSpec, count_params
     from trainables.microexpr.train import SearchSettings, run_search
 
@@ -121,34 +116,26 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
     base = {"epochs": settings.epochs, "dataset_id": data.dataset_id, "stage": job.stage, "seed": settings.seed,
             "arch_lr": settings.arch_lr, "arch_weight_decay": settings.arch_weight_decay,
             "params": float(count_params(RnasSupernet(spec)))}  # the supernet's
-    reported = False
-
-    def report(metrics: dict[str, Any]) -> None:
-        from search_algos.spaces.rnas import RnasGenotype
-
-        genotype = RnasGenotype.from_json(metrics["genotype"])
-        tune.report({**plain_metrics(metrics), **base, "arch": genotype.to_json(), "arch_key": genotype.key(),
-                     "cached": False, "status": "ok", "error": "", "search_epoch": float(metrics["epoch"])})
-
     history_file = os.path.join(job.storage_path, job.stage, "_history", f"search-{_digest(identity)}.json")
 
-    def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        nonlocal reported
-        save_state(state, checkpoint)
-        write_json_atomic({"seed": settings.seed, "arch_lr": settings.arch_lr,
-                           "arch_weight_decay": settings.arch_weight_decay, "epochs": state["history"]},
-                          Path(history_file))
-        report(metrics)
-        reported = True
+    def shown(metrics: dict[str, Any]) -> dict[str, Any]:
+        genotype = RnasGenotype.from_json(metrics["genotype"])
+        return {**plain_metrics(metrics), "arch": genotype.to_json(), "arch_key": genotype.key(),
+                "search_epoch": float(metrics["epoch"])}
 
-    try:
-        final = run_search(data, spec, settings, on_epoch=on_epoch, resume_state=load_state(checkpoint),
-                           use_gpu=job.use_gpu, precision=job.precision)
-    except FloatingPointError as exc:
-        tune.report(_failed({**base, "arch": "", "arch_key": ""}, str(exc)))
-        return
-    if not reported:  # resumed after the last epoch's checkpoint: nothing trained now
-        report(final)
+    def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
+        def on_epoch(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+            write_json_atomic({"seed": settings.seed, "arch_lr": settings.arch_lr,
+                               "arch_weight_decay": settings.arch_weight_decay, "epochs": state["history"]},
+                              Path(history_file))
+            epoch(metrics, state, last=metrics["epoch"] == settings.epochs)
+
+        return run_search(data, spec, settings, on_epoch=on_epoch, resume_state=resume,
+                          use_gpu=job.use_gpu, precision=job.precision)
+
+    # no store key: a search is not one evaluation; its genotype is evaluated by the LOSO folds
+    TrialSequence(base=base, metric="val_uar", checkpoint=checkpoint, shown=shown,
+                  failed_fields={"arch": "", "arch_key": ""}).run(fit)
 
 
 def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
@@ -187,13 +174,13 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
 
     ``config``: ``{"arch": genotype JSON, "model": "searched" | "baseline", "fold": subject index}``.
     Reports the fold's own ``val_uar`` each epoch; writes the final predictions to
-    ``_folds/<genotype key>/`` (the baseline's under the key of the genotype it is size-matched to).
+    ``_folds/<genotype key>/`` (the baseline's under the key of the genotype it is size-matched to)
+    before the final report, also when they are served from the store.
     """
     import torch
-    from ray import tune
 
-    from orchestrator.evaluate import load_state, lookup_same_protocol, record, save_state
     from orchestrator.results import write_json_atomic
+    from orchestrator.trial import EpochHook, StoreKey, TrialSequence
     from search_algos.spaces.rnas import RnasGenotype
     from trainables.microexpr.data import loso_folds
     from trainables.microexpr.metrics import uar
@@ -213,46 +200,40 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
              else f"baseline 3D CNN (width {int(described['width'])})")  # the progress line's words
     base = {"arch": genotype.to_json(), "arch_key": arch_key, "epochs": settings.epochs, "dataset_id": data.dataset_id,
             "stage": job.stage, "fold": float(subject), "describe": f"fold {subject}: {label}", **described}
-    key = (f"rnas/loso/{config['model']}/{subject}", arch_key, data.dataset_id, settings.epochs, job.seed)
     protocol = {"fold": job.fold, "retrain_channels": job.retrain_channels,
                 # the searched network's code revision (the baseline's is unchanged: its rows are still served)
                 **({"model_revision": MODEL_REVISION} if config["model"] == "searched" else {}),
                 **({"precision": job.precision} if job.precision != "fp32" else {})}  # fp32: stored rows still served
-
-    def finish(result: dict[str, Any], cached: bool) -> None:
-        write_json_atomic({"subject": subject, "truth": result["truth"], "predicted": result["predicted"],
-                           "model": config["model"], **described}, Path(_fold_file(job, genotype.key(), subject)))
-        tune.report({**_fold_metrics(result, data.num_classes, uar), **base, "cached": cached,
-                     "status": "ok", "error": ""})
-
-    hit = lookup_same_protocol(job.store, key, protocol)
-    if hit is not None and "predicted" in hit["metrics"]:
-        finish(hit["metrics"], cached=True)
-        return
+    key = StoreKey.trained(space=f"rnas/loso/{config['model']}/{subject}", arch_key=arch_key,
+                           dataset_id=data.dataset_id, fidelity=settings.epochs, seed=job.seed, training=protocol)
     # one file per trial: two genotypes may be size-matched to the same baseline width and train at once
     owner = "" if config["model"] == "searched" else f"-g{genotype.key()[:12]}"
     checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints",
                               f"{config['model']}-{arch_key}{owner}-f{subject}-e{settings.epochs}-s{job.seed}.pt")
 
-    def on_epoch(result: dict[str, Any], state: dict[str, Any]) -> None:
-        save_state(state, checkpoint)
-        if result["epoch"] < settings.epochs:  # the last epoch is reported by finish(), after the file
-            tune.report({**_fold_metrics(result, data.num_classes, uar), **base, "cached": False,
-                         "status": "ok", "error": ""})
+    def shown(result: dict[str, Any]) -> dict[str, float]:
+        return _fold_metrics(result, data.num_classes, uar)
 
-    started = time.perf_counter()
-    try:
-        final = fit_fold(make, data, train_rows, test_rows, settings, on_epoch=on_epoch,
-                         resume_state=load_state(checkpoint), use_gpu=job.use_gpu, precision=job.precision)
-    except FloatingPointError as exc:
-        tune.report(_failed(base, str(exc)))
-        return
-    record(job.store, key=key, config={"arch": genotype.to_dict(), "model": config["model"], "training": protocol},
-           metrics={**_fold_metrics(final, data.num_classes, uar), "truth": final["truth"],
-                    "predicted": final["predicted"]}, started=started, run=job.run)
-    finish(final, cached=False)
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
+    def stored(result: dict[str, Any]) -> dict[str, Any]:
+        return {**shown(result), "truth": result["truth"], "predicted": result["predicted"]}
+
+    def settle(result: dict[str, Any], cached: bool) -> None:
+        write_json_atomic({"subject": subject, "truth": result["truth"], "predicted": result["predicted"],
+                           "model": config["model"], **described}, Path(_fold_file(job, genotype.key(), subject)))
+        if not cached and os.path.exists(checkpoint):  # the store and the fold file hold the result now
+            os.remove(checkpoint)
+
+    def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
+        return fit_fold(make, data, train_rows, test_rows, settings, resume_state=resume,
+                        on_epoch=lambda r, state: epoch(r, state, last=r["epoch"] == settings.epochs),
+                        use_gpu=job.use_gpu, precision=job.precision)
+
+    TrialSequence(
+        base=base, metric="val_uar", store=job.store, key=key,
+        config={"arch": genotype.to_dict(), "model": config["model"], "training": protocol}, run_name=job.run,
+        checkpoint=checkpoint, shown=shown, stored=stored, settle=settle,
+        accept=lambda metrics: "predicted" in metrics,  # the pooled figures need the fold's predictions
+    ).run(fit)
 
 
 def _fold_metrics(result: dict[str, Any], num_classes: int, uar) -> dict[str, float]:

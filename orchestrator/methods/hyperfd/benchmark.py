@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-from orchestrator.evaluate import lookup_same_protocol, record
+from orchestrator.trial import StoreKey, TrialSequence, require_finite
 from orchestrator.methods.hyperfd.plan import METRIC, Plan, load_recipe, register_datasets, same_protocol
 from orchestrator.pipeline import Stage
 from search_algos.fixed import FixedArchSearcher
@@ -65,37 +62,30 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
     torch.set_num_threads(1)
     arch = decode_arch(job.space, config["arch"])
     epochs, dataset_id = int(config["epochs"]), str(config["dataset_id"])
-    key = (job.space, arch.key(), dataset_id, epochs, job.seed)
+    key = StoreKey.trained(space=job.space, arch_key=arch.key(), dataset_id=dataset_id, fidelity=epochs,
+                           seed=job.seed, training=job.training)
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": dataset_id,
             "stage": job.stage}  # fmt: skip
-    hit = lookup_same_protocol(job.store, key, job.training)
-    if hit is not None:
-        tune.report({**hit["metrics"], **base, "cached": True, "status": "ok", "error": ""})
-        return
-    data = load_recipe(job.recipes[dataset_id])
-    if job.space == "detector_hpo":
-        hpo, backbone = arch, DetectorArch.from_dict(job.training["partner"])
-    else:
-        hpo, backbone = HpoConfig.from_dict(job.training["partner"]), arch
-    started = time.perf_counter()
-    t = job.training
-    try:
-        fit = fit_detector(data, hpo, backbone, epochs=epochs, seed=job.seed, batch_size=t["batch_size"],
+
+    def fit(_epoch: Any, _resume: Any) -> dict[str, Any]:
+        data = load_recipe(job.recipes[dataset_id])
+        if job.space == "detector_hpo":
+            hpo, backbone = arch, DetectorArch.from_dict(job.training["partner"])
+        else:
+            hpo, backbone = HpoConfig.from_dict(job.training["partner"]), arch
+        t = job.training
+        done = fit_detector(data, hpo, backbone, epochs=epochs, seed=job.seed, batch_size=t["batch_size"],
                            width_mult=t["width_mult"], eval_every=t["eval_every"], threads=1,
                            use_gpu=job.device.get("use_gpu", False), precision=t.get("precision", "fp32"),
                            channels_last=job.device.get("channels_last", False))  # fmt: skip
-    except FloatingPointError as exc:
-        tune.report({METRIC: math.nan, **base, "cached": False, "status": "failed", "error": str(exc)})
-        return
-    metrics = {"val_ap50": fit.val_ap50, "test_ap50": fit.test_ap50, "params": float(fit.params),
-               "best_epoch": float(fit.best_epoch), "train_loss": fit.train_loss}  # fmt: skip
-    if not all(math.isfinite(v) for v in metrics.values()):
-        tune.report({**metrics, METRIC: math.nan, **base, "cached": False, "status": "failed",
-                     "error": "non-finite detector metrics"})  # fmt: skip
-        return
-    record(job.store, key=key, config={"arch": arch.to_dict(), "epochs": epochs, "training": job.training},
-           metrics=metrics, started=started, run=job.run)  # fmt: skip
-    tune.report({**metrics, **base, "cached": False, "status": "ok", "error": ""})
+        return {"val_ap50": done.val_ap50, "test_ap50": done.test_ap50, "params": float(done.params),
+                "best_epoch": float(done.best_epoch), "train_loss": done.train_loss}  # fmt: skip
+
+    TrialSequence(
+        base=base, metric=METRIC, store=job.store, key=key,
+        config={"arch": arch.to_dict(), "epochs": epochs, "training": job.training}, run_name=job.run,
+        stored=dict, check=require_finite(error="non-finite detector metrics"),
+    ).run(fit)
 
 
 # ----------------------------------------------------------------------------------------------------------
