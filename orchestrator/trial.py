@@ -74,8 +74,8 @@ class StoreKey:
     """The key of one evaluation in the benchmark store (its ``_EVALUATION_KEY`` columns).
 
     Attributes:
-        space: The space, or a finer scope such as ``multipath/oneshot-<supernet>`` or
-            ``rnas/loso/<model>/<fold>`` (the store compares it as text).
+        space: The space, or a finer scope a method names (``<space>/<scope>``: the supernet of a one-shot
+            score, the fold of a cross-validation); the store compares it as text.
         arch_key: The architecture's stable key (``arch.key()``).
         dataset_id: The dataset's identity.
         fidelity: Epochs trained (0 for a one-shot score on trained supernet weights).

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import Field
 
 from orchestrator.methods.base import Method
+from orchestrator.methods.streams import MONAS_ABLATION_SALT
 from orchestrator.sections import Section
 
 if TYPE_CHECKING:
@@ -366,7 +367,7 @@ def _winner(outcome: Any) -> dict[str, Any] | None:
 
 
 def _ablation_children(space: Any, count: int, seed: int) -> list[str]:
-    rng = np.random.default_rng([seed, 7919])
+    rng = np.random.default_rng([seed, MONAS_ABLATION_SALT])
     archs: list[str] = []
     while len(archs) < count:
         text = space.sample(rng).to_json()

@@ -37,6 +37,16 @@ __all__ = ["FoldSettings", "SearchSettings", "fit_fold", "run_search", "search_s
 
 OnEpoch = Callable[[dict[str, Any], dict[str, Any]], None]
 
+# The loops' random streams, per (seed, epoch) so a resumed run draws what an uninterrupted one does:
+# batches from ``numpy.random.default_rng([seed, epoch])``, the horizontal flips from a torch generator
+# seeded with :func:`_flip_seed`.
+_FLIP_SEED_STRIDE = 1000  # epochs per seed in the flip seeds: distinct (seed, epoch) below 1000 epochs
+
+
+def _flip_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s flip generator: ``seed * 1000 + epoch`` (the values always used)."""
+    return seed * _FLIP_SEED_STRIDE + epoch
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -179,7 +189,7 @@ def run_search(ds: MicroExprDataset, spec: SupernetSpec, settings: SearchSetting
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
     for epoch in range(start, settings.epochs + 1):
         rng = np.random.default_rng([settings.seed, epoch])  # batches depend on (seed, epoch): resumable
-        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        gen = torch.Generator().manual_seed(_flip_seed(settings.seed, epoch))
         batches_a = _batches(rows_a, settings.batch_size, rng)
         batches_b = _batches(rows_b, settings.batch_size, rng)
         steps = max(len(batches_a), len(batches_b))
@@ -237,7 +247,7 @@ def fit_fold(make_model: Callable[[], nn.Module], ds: MicroExprDataset, train_ro
     for epoch in range(start, settings.epochs + 1):
         model.train()
         rng = np.random.default_rng([settings.seed, epoch])
-        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        gen = torch.Generator().manual_seed(_flip_seed(settings.seed, epoch))
         loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for rows in _batches(train_rows, settings.batch_size, rng):
             if len(rows) < 2:  # BatchNorm needs two clips

@@ -29,6 +29,7 @@ from orchestrator.methods.hyperfd.plan import (
     training_protocol,
 )
 from orchestrator.methods.hyperfd.table import table7, table7_markdown
+from orchestrator.methods.streams import HYPERFD_ORDER_SALT, HYPERFD_SEARCH_PICK_SALT
 from orchestrator.pipeline import Stage, StageOutcome
 from orchestrator.results import pick_best, write_json_atomic
 from search_algos.durable import write_text_durable
@@ -116,7 +117,7 @@ def ranker_settings(s: Any) -> RankerSettings:
 
 def domain_orders(domains: Sequence[str], orders: int, seed: int) -> list[list[str]]:
     """``orders`` random orders of the online domains (Algorithm 1 sees them in random order)."""
-    return [list(np.random.default_rng([seed, 31, k]).permutation(list(domains))) for k in range(orders)]
+    return [list(np.random.default_rng([seed, HYPERFD_ORDER_SALT, k]).permutation(list(domains))) for k in range(orders)]
 
 
 def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], Any, Any]:
@@ -284,7 +285,7 @@ def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], 
         if s.warm_start:
             warm = warm_start_configs(store, space, features, pool, top=s.warm_start, settings=ranker_settings(s),
                                       seed=config.seed, exclude=dataset.dataset_id)  # fmt: skip
-        rng = np.random.default_rng([config.seed, 41, SPACES.index(space)])
+        rng = np.random.default_rng([config.seed, HYPERFD_SEARCH_PICK_SALT, SPACES.index(space)])
         rest = [pool[int(j)] for j in rng.permutation(len(pool)) if pool[int(j)] not in warm]
         chosen = {"warm": warm, "random": rest[: max(0, s.num_samples - len(warm))]}
         write_json_atomic(chosen, path)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.evaluate import cached_dataset
+from orchestrator.methods.streams import HYPERFD_POOL_SALT, HYPERFD_RANDOM_PICK_SALT, hyperfd_pool_seed
 from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
 
 __all__ = [
@@ -122,7 +123,7 @@ class Plan:
         for space in s.spaces:
             i = SPACES.index(space)
             pools[space] = sample_pool(space, s.pool_size, seed=pool_seed(space, config.seed))
-            rng = np.random.default_rng([config.seed, 17, i])
+            rng = np.random.default_rng([config.seed, HYPERFD_RANDOM_PICK_SALT, i])
             n = min(s.offline_configs, len(pools[space]))
             chosen[space] = {
                 dataset_id: [pools[space][int(j)] for j in sorted(rng.choice(len(pools[space]), n, replace=False))]
@@ -168,12 +169,12 @@ def device_settings(training: Any) -> dict[str, Any]:
 
 def pool_seed(space: str, seed: int) -> int:
     """The seed of a space's pool (by name, not position: a run of one space sees the same pool)."""
-    return seed + 1000 * SPACES.index(space)
+    return hyperfd_pool_seed(seed, SPACES.index(space))
 
 
 def sample_pool(space: str, size: int, *, seed: int) -> list[str]:
     """``size`` distinct configs of ``space``, seeded (§B.5 samples the pool at random)."""
-    rng = np.random.default_rng([seed, 23])
+    rng = np.random.default_rng([seed, HYPERFD_POOL_SALT])
     if space == "detector_hpo":
         grid = list(DetectorHpoSpace().enumerate())
         if size > len(grid):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from orchestrator.methods.streams import HYPERFD_TABLE_RANDOM_SALT
+
 __all__ = ["normalized_rank", "table7", "table7_markdown"]
 
 
@@ -56,7 +58,7 @@ def table7(
         for i, d in enumerate(domains):
             res = {key: results[d][key] for key in pool if key in results[d]}
             test = {key: r["test"] for key, r in res.items()}
-            rng = np.random.default_rng([seed, 97, k, i])
+            rng = np.random.default_rng([seed, HYPERFD_TABLE_RANDOM_SALT, k, i])
             methods = {
                 "HyperFD": picks.get(d, []),
                 "Random search": [pool[int(j)] for j in rng.choice(len(pool), min(budget, len(pool)), replace=False)],
