@@ -29,6 +29,7 @@ from orchestrator.compat import old_module_paths
 from orchestrator.errors import UserError
 from orchestrator.evaluate import evaluate_candidate, prune_weights, weights_path
 from orchestrator.progress import live_progress
+from orchestrator.ray_metrics import RayMetrics
 from orchestrator.results import (
     RESULT_COLUMNS, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
 )
@@ -242,7 +243,11 @@ def run_stage(
                 name=stage.name,
                 storage_path=str(run_dir),
                 failure_config=tune.FailureConfig(max_failures=resources["max_failures"]),
-                callbacks=[ProgressPrinter(stage.name, metric, mode, total)] + ([live] if live else []),
+                callbacks=[
+                    ProgressPrinter(stage.name, metric, mode, total),
+                    RayMetrics(stage=stage.name, run=run_dir.name, metric=metric, mode=mode,
+                               store=getattr(stage.job, "store", None)),
+                ] + ([live] if live else []),
                 verbose=0,
             ),
         )
