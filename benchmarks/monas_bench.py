@@ -62,6 +62,7 @@ class Hooks(NamedTuple):
     progress: Callable[[str, str], None]  # progress(name, text) -> stderr
     ray_env: Callable[[], None]  # Ray's environment variables (auth off, ...); call before importing ray
     local_ray: Callable[[int], contextlib.AbstractContextManager[Any]]  # a fresh local Ray with N CPUs
+    spread: Callable[[Any], dict[str, Any]]  # spread(values) -> {"median", "min", "max", "q1", "q3", ...}
 
 
 Registrar = Callable[[str], Callable[[Callable[[bool], dict[str, Any]]], Any]]
@@ -74,18 +75,20 @@ def install(
     progress: Callable[[str, str], None],
     ray_env: Callable[[], None],
     local_ray: Callable[[int], contextlib.AbstractContextManager[Any]],
+    spread: Callable[[Any], dict[str, Any]],
 ) -> None:
     """Register the three MONAS benchmarks with ``register`` (``run.py``'s, which refuses duplicates).
 
     Args:
         register: ``register(name)(fn)`` adds ``fn(quick) -> dict`` under ``name``.
-        two_node_cluster, progress, ray_env, local_ray: ``run.py``'s helpers (see :class:`Hooks`).
+        two_node_cluster, progress, ray_env, local_ray, spread: ``run.py``'s helpers (see :class:`Hooks`).
 
     Raises:
         ValueError: (from ``register``) a name is taken, e.g. when installed twice (then the first name
             already fails, and nothing is added).
     """
-    hooks = Hooks(two_node_cluster=two_node_cluster, progress=progress, ray_env=ray_env, local_ray=local_ray)
+    hooks = Hooks(two_node_cluster=two_node_cluster, progress=progress, ray_env=ray_env, local_ray=local_ray,
+                  spread=spread)
     for name, fn in zip(NAMES, (oneshot_eval_throughput, mnus_step_overhead, train_scaling_2w)):
         register(name)(functools.update_wrapper(functools.partial(fn, hooks=hooks), fn))
 

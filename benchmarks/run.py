@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCHMARKS", "Benchmark", "main", "register", "run_benchmarks"]
+__all__ = ["BENCHMARKS", "Benchmark", "main", "register", "run_benchmarks", "spread"]
 
 Benchmark = Callable[[bool], dict[str, Any]]
 """``fn(quick) -> {"value": float, "unit": str, "goal": float, "holds": bool, "detail": dict}``."""
@@ -82,6 +82,21 @@ def register(name: str) -> Callable[[Benchmark], Benchmark]:
 
 def _progress(name: str, text: str) -> None:
     print(f"[{name}] {text}", file=sys.stderr, flush=True)
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """A repeated measurement's median and spread: ``{"median", "min", "max", "q1", "q3", "iqr", "rounds",
+    "values"}`` (quartiles by the inclusive method; with one value all equal it).
+
+    Raises:
+        ValueError: ``values`` is empty.
+    """
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("spread() needs at least one value")
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else (xs[0],) * 3
+    return {"median": statistics.median(xs), "min": xs[0], "max": xs[-1], "q1": q1, "q3": q3, "iqr": q3 - q1,
+            "rounds": len(xs), "values": [float(v) for v in values]}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,6 +233,11 @@ def _ray_env() -> None:
 _ray_env()
 
 
+# Ray 2.60 gives its raylet a fixed 30 s to register with the GCS; on 2 cores that other jobs load (a
+# load average above 10) it sometimes needs longer, and a second start succeeds.
+_START_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
 def _local_ray(num_cpus: int) -> Iterator[None]:
     """A private local Ray on 127.0.0.1 for one benchmark, shut down afterwards."""
@@ -228,16 +248,24 @@ def _local_ray(num_cpus: int) -> Iterator[None]:
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; benchmarks start their own Ray")
-    ray.init(
-        address="local",  # never join a Ray that happens to run on this machine
-        num_cpus=num_cpus,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        namespace="facenas-bench",
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-        object_store_memory=200 * 1024**2,
-    )
+    for attempt in range(_START_ATTEMPTS):
+        try:
+            ray.init(
+                address="local",  # never join a Ray that happens to run on this machine
+                num_cpus=num_cpus,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                namespace="facenas-bench",
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+                object_store_memory=200 * 1024**2,
+            )
+            break
+        except Exception as exc:  # Ray raises a bare Exception when its raylet is slow to register
+            if "timed out during startup" not in str(exc) or attempt == _START_ATTEMPTS - 1:
+                raise
+            ray.shutdown()
+            _progress("ray", f"local Ray did not start within Ray's 30 s (load {_loadavg()}); trying again")
     try:
         yield
     finally:
@@ -653,9 +681,13 @@ def _load_sibling(stem: str) -> Any:
 
 
 _load_sibling("monas_bench").install(
-    register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env, local_ray=_local_ray
+    register, two_node_cluster=_two_node_cluster, progress=_progress, ray_env=_ray_env, local_ray=_local_ray,
+    spread=spread,
 )
-_load_sibling("reliability_bench").install(register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray)
+_load_sibling("reliability_bench").install(
+    register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray, spread=spread
+)
+_load_sibling("scale_bench").install(register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,14 @@ def monas() -> Any:
 
 def _hooks(monas: Any, bench: Any | None = None) -> Any:
     if bench is None:
-        return monas.Hooks(two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None, local_ray=None)
+        return monas.Hooks(two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None, local_ray=None,
+                           spread=_spread())
     return monas.Hooks(two_node_cluster=bench._two_node_cluster, progress=bench._progress, ray_env=bench._ray_env,
-                       local_ray=bench._local_ray)
+                       local_ray=bench._local_ray, spread=bench.spread)
+
+
+def _spread() -> Any:
+    return _load("run", "facenas_benchmarks_run_for_spread").spread
 
 
 # -- registration --------------------------------------------------------------------------------------
@@ -60,7 +65,7 @@ def test_a_second_install_raises_and_adds_nothing(bench, monas):
     before = dict(bench.BENCHMARKS)
     with pytest.raises(ValueError, match="'oneshot_eval_throughput' is already registered"):
         monas.install(bench.register, two_node_cluster=bench._two_node_cluster, progress=bench._progress,
-                      ray_env=bench._ray_env, local_ray=bench._local_ray)  # fmt: skip
+                      ray_env=bench._ray_env, local_ray=bench._local_ray, spread=bench.spread)  # fmt: skip
     assert bench.BENCHMARKS == before
 
 
@@ -74,7 +79,8 @@ def test_install_into_an_empty_registry_adds_exactly_the_three(monas):
 
         return add
 
-    monas.install(register, two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None, local_ray=None)
+    monas.install(register, two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: None, local_ray=None,
+                  spread=_spread())
     assert set(registry) == NAMES == set(monas.NAMES)
 
 
@@ -152,7 +158,7 @@ def test_mnus_step_overhead_tiny_run_has_the_contract_shape(bench, monas, monkey
     monkeypatch.setitem(monas._SIZES, "mnus_step_overhead", ({"repeats": 1, "n_train": 32},) * 2)
     calls: list[str] = []
     hooks = monas.Hooks(two_node_cluster=None, progress=lambda *_: None, ray_env=lambda: calls.append("env"),
-                        local_ray=None)
+                        local_ray=None, spread=_spread())
     result = bench._check_result("mnus_step_overhead", monas.mnus_step_overhead(True, hooks=hooks))
     assert calls  # Ray's environment is set before the benchmark's imports can import Ray
     assert result["unit"] == "ratio" and result["goal"] == 0.7
