@@ -34,11 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="attach to a Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a config value, e.g. --set searcher.num_samples=20 (repeatable)")
-    run.add_argument("--dashboard", action="store_true", help="start the local Ray dashboard on 127.0.0.1")
+    run.add_argument("--dashboard", action="store_true", help=_DASHBOARD_HELP)
 
     resume = sub.add_parser("resume", help="continue an interrupted run where it stopped")
     resume.add_argument("run_dir")
     resume.add_argument("--address", help="attach to a Ray cluster instead of an embedded local Ray")
+    resume.add_argument("--dashboard", action="store_true", help=_DASHBOARD_HELP)
 
     status = sub.add_parser("status", help="show the stages and best result of a run")
     status.add_argument("run_dir")
@@ -74,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="override a config value (repeatable)")
     return p
 
+
+_DASHBOARD_HELP = ("serve the Ray dashboard of the local Ray on 127.0.0.1 and print its URL (needs the dashboard "
+                   "extra; a cluster attached with --address has its own)")
 
 # The command groups methods may add actions to (orchestrator.methods.base.Command), with their help.
 _GROUPS = {"benchmark": "the shared benchmark store"}
@@ -163,7 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.experiment import open_run
-    from orchestrator.runtime import check_address, check_storage
+    from orchestrator.runtime import check_address, check_dashboard, check_storage
 
     paths, config, _raw = open_run(args.run_dir)
     if paths.best.is_file():
@@ -172,9 +176,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             "start another with `facenas run CONFIG --name NEW`"
         )
     check_address(args.address)
+    check_dashboard(args.dashboard)
     check_storage(paths.storage)
     print(f"resuming {paths.root}")
-    return _execute(paths, config, address=args.address)
+    return _execute(paths, config, address=args.address, dashboard=args.dashboard)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -37,10 +37,24 @@ def check_storage(storage: str | os.PathLike[str]) -> None:
     check_store(os.path.join(root, "benchmark"))  # experiment.STORE_DIR; not imported: that module loads Ray
 
 
+# What Ray's dashboard imports before it starts (ray/dashboard/optional_deps.py, ray 2.60): ray[default].
+_DASHBOARD_PACKAGES = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "opentelemetry", "prometheus_client")
+
+
 def check_dashboard(dashboard: bool) -> None:
-    """``--dashboard`` needs ray[default] (the ``dashboard`` extra); say so before anything is created."""
-    if dashboard and importlib.util.find_spec("aiohttp") is None:
-        raise UserError("--dashboard needs Ray's dashboard packages; install them with pip install 'facenas[dashboard]'")
+    """``--dashboard`` needs ray[default] (the ``dashboard`` extra); say so before anything is created.
+
+    Raises:
+        UserError: ``dashboard`` is asked and a package of ray[default] is missing (named in the line).
+    """
+    if not dashboard:
+        return
+    missing = [name for name in _DASHBOARD_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"--dashboard needs Ray's dashboard packages (missing: {', '.join(missing)}); install them with "
+            "pip install 'facenas[dashboard]'"
+        )
 
 
 def _check_reachable(address: str) -> None:
@@ -66,7 +80,16 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     Ray listens on loopback only when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set before Ray was
     imported (the CLI does so for a local run); otherwise Ray advertises the outward address.
 
-    Returns a one-line description of what was started (for the CLI).
+    Args:
+        address: a cluster's ``host:port`` (or ``auto``, ``ray://...``); None: ``RAY_ADDRESS``, else a local Ray.
+        num_cpus: the local Ray's logical CPUs (default: the machine's cores).
+        dashboard: serve Ray's dashboard (and its APIs) on 127.0.0.1 for the local Ray; an attached
+            cluster has its own, whose address the returned line gives when Ray knows it.
+
+    Returns a one-line description of what was started, with the dashboard's URL (for the CLI).
+
+    Raises:
+        UserError: the cluster does not answer, or ``dashboard`` is asked without ray[default].
     """
     import ray
 
@@ -80,10 +103,13 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     if address:
         _check_reachable(address)
         try:
-            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+            ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError) as exc:
             raise UserError(f"cannot attach to the Ray cluster at {address}: {exc}".split("\n")[0]) from None
-        return f"attached to Ray cluster at {address}"
+        where = f"attached to Ray cluster at {address}"
+        if getattr(ctx, "dashboard_url", None):  # the cluster's own dashboard (on its head node)
+            where += f"; its dashboard at http://{ctx.dashboard_url}"
+        return where
     check_dashboard(dashboard)
     cpus = num_cpus or os.cpu_count() or 1
     kwargs = dict(
@@ -104,7 +130,22 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     where = f"local Ray with {cpus} CPUs on 127.0.0.1"
     if dashboard and getattr(ctx, "dashboard_url", None):
         where += f"; dashboard at http://{ctx.dashboard_url}"
+        metrics = _metrics_url()
+        if metrics:
+            where += f"; metrics at {metrics}"
     return where
+
+
+def _metrics_url() -> str:
+    """This node's Prometheus endpoint (Ray's and facenas's metrics, ``orchestrator.ray_metrics``), or ``""``."""
+    import ray
+
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next(n for n in ray.nodes() if n.get("NodeID") == node_id)
+        return f"http://{node['NodeManagerAddress']}:{int(node['MetricsExportPort'])}/metrics"
+    except Exception:  # a line of output must never stop the run
+        return ""
 
 
 GPUS_ON_DEMAND = "FACENAS_GPUS_ON_DEMAND"  # "1": GPU nodes come on demand, do not refuse a cluster without GPUs yet

@@ -173,5 +173,18 @@ def test_dashboard_without_its_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
     storage = tmp_path / "runs"
     code, lines = _run(["run", str(_write(tmp_path, GOOD)), "--storage", str(storage), "--dashboard"], capsys)
-    assert code == 2 and "facenas[dashboard]" in lines[0]
+    assert code == 2 and len(lines) == 1 and "facenas[dashboard]" in lines[0] and "missing: aiohttp" in lines[0]
     assert not storage.exists()
+
+
+def test_resume_with_dashboard_without_its_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    _write(run_dir, GOOD, "config.yaml")
+    code, lines = _run(["resume", str(run_dir), "--dashboard"], capsys)
+    assert code == 2 and len(lines) == 1 and "facenas[dashboard]" in lines[0] and "missing: grpc" in lines[0]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]  # nothing started, nothing written

@@ -165,6 +165,21 @@ def test_start_ray_asks_for_loopback_and_keeps_auth(monkeypatch):
     assert seen["_node_ip_address"] == "127.0.0.1" and seen["dashboard_host"] == "127.0.0.1"
     assert seen["address"] == "local" and "127.0.0.1" in line
     assert "RAY_AUTH_MODE" not in os.environ and "_system_config" not in seen
+    assert "; dashboard at http://127.0.0.1:8265" in line
+
+
+def test_attaching_says_where_the_clusters_own_dashboard_is(monkeypatch):
+    import ray
+
+    from orchestrator import runtime
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime, "_check_reachable", lambda address: None)
+    monkeypatch.setattr(ray, "init", lambda **kw: type("Ctx", (), {"dashboard_url": "10.0.0.5:8265"})())
+    line = runtime.start_ray("10.0.0.5:6379", dashboard=True)
+    assert line == "attached to Ray cluster at 10.0.0.5:6379; its dashboard at http://10.0.0.5:8265"
+    monkeypatch.setattr(ray, "init", lambda **kw: type("Ctx", (), {"dashboard_url": ""})())
+    assert runtime.start_ray("10.0.0.5:6379") == "attached to Ray cluster at 10.0.0.5:6379"
 
 
 _PROBE = textwrap.dedent(
