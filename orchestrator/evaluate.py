@@ -14,11 +14,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
+from orchestrator.paths import RunPaths
 from orchestrator.trial import EpochHook, StoreKey, TrialSequence, plain_metrics
 from search_algos.durable import write_durable
 from search_algos.spaces import decode_arch
@@ -140,7 +142,7 @@ def evaluate_candidate(config: dict[str, Any], job: EvalJob) -> None:
     def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
         if settings.num_workers > 1:
             return plain_metrics(fit_candidate_distributed(
-                arch, job.data, settings, storage_path=os.path.join(job.storage_path, "_train"),
+                arch, job.data, settings, storage_path=str(RunPaths.of(job.storage_path).train_runs),
                 name=f"{job.stage}-{trial_id}",
             ))
         return fit_candidate(arch, data, settings, resume_state=resume,
@@ -162,8 +164,7 @@ def weights_path(run_dir: str, stage: str, arch_key: str, epochs: int, seed: int
     Read by ``facenas export``; at the end of a stage only its best evaluation's file is kept
     (:func:`prune_weights`).
     """
-    suffix = "" if seed is None else f"-s{seed}"
-    return os.path.join(run_dir, stage, "weights", f"{arch_key}-e{epochs}{suffix}.pt")
+    return str(RunPaths.of(run_dir).weights(stage, arch_key, epochs, seed))
 
 
 def keep_final_weights(checkpoint: str, target: str) -> None:
@@ -177,7 +178,8 @@ def keep_final_weights(checkpoint: str, target: str) -> None:
 
 def prune_weights(stage_dir: str, keep: set[str]) -> None:
     """Delete the kept weights of a stage except the files named in ``keep`` (basenames)."""
-    folder = os.path.join(stage_dir, "weights")
+    stage = Path(stage_dir)
+    folder = str(RunPaths.of(stage.parent).weights_dir(stage.name))
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
@@ -193,4 +195,4 @@ def _checkpoint_path(job: EvalJob, key: StoreKey, hpo: dict[str, Any] | None = N
     name = f"{key.space}-{key.arch_key}-{key.dataset_id}-e{key.fidelity}-s{key.seed}.pt"
     if hpo:  # the same network trained with other hyper-parameters is another evaluation
         name = name.replace(".pt", f"-h{stable_key(hpo)[:8]}.pt")
-    return os.path.join(job.storage_path, job.stage, "_checkpoints", name)
+    return str(RunPaths.of(job.storage_path).checkpoint(job.stage, name))

@@ -18,45 +18,14 @@ import yaml
 from orchestrator.config import DetectionDataConfig, ExperimentConfig, MicroExprDataConfig
 from orchestrator.errors import UserError
 from orchestrator.methods import METHODS
+from orchestrator.paths import CONFIG_FILE, STORE_DIR, RunPaths
 from orchestrator.pipeline import Stage, StageOutcome, run_stage
 from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, write_parquet_atomic
 from search_algos.durable import write_text_durable
 from trainables.checks import DatasetError
 from trainables.classification.data import load_dataset, meta_features
 
-__all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]
-
-STORE_DIR = "benchmark"  # <storage>/benchmark: the shared store, beside the runs
-CONFIG_FILE = "config.yaml"
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results.parquet"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def storage(self) -> Path:
-        return self.root.parent
-
-    @property
-    def store(self) -> Path:
-        return self.storage / STORE_DIR
+__all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]  # RunPaths: orchestrator.paths
 
 
 def run_paths(storage: str | Path, name: str) -> RunPaths:

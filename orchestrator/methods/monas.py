@@ -35,6 +35,7 @@ from pydantic import Field
 
 from orchestrator.methods.base import Method
 from orchestrator.methods.streams import MONAS_ABLATION_SALT
+from orchestrator.paths import RunPaths
 from orchestrator.sections import Section
 
 if TYPE_CHECKING:
@@ -109,18 +110,18 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     from trainables.alignment.train import train_supernet, train_supernet_distributed
 
     settings = _settings(job, sampling=config["sampling"])
-    stage_dir = os.path.join(job.storage_path, job.stage)
-    weights_path = os.path.join(stage_dir, "supernet.pt")
-    checkpoint = os.path.join(stage_dir, "_checkpoints", "supernet-state.pt")
+    paths = RunPaths.of(job.storage_path)
+    weights_path = str(paths.supernet(job.stage))
+    checkpoint = str(paths.checkpoint(job.stage, "supernet-state.pt"))
     base = {"arch": "", "arch_key": f"supernet-{config['sampling']}", "epochs": settings.epochs,
             "checkpoint_path": weights_path}
-    tensorboard = os.path.join(stage_dir, "tensorboard")
+    tensorboard = str(paths.tensorboard(job.stage))
 
     def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
         if settings.num_workers > 1:
             final = train_supernet_distributed(
                 _space(job), job.data, settings,
-                storage_path=os.path.join(job.storage_path, "_train"), name=job.stage,
+                storage_path=str(paths.train_runs), name=job.stage,
                 tensorboard_dir=tensorboard,
             )
             state_path = final.get("checkpoint_state")
@@ -205,9 +206,9 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
             "stage": job.stage}
     key = StoreKey.trained(space="multipath", arch_key=arch.key(), dataset_id=data.dataset_id, fidelity=epochs,
                            seed=job.seed, training=job.settings)
-    checkpoint = os.path.join(
-        job.storage_path, job.stage, "_checkpoints", f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
-    )
+    checkpoint = str(RunPaths.of(job.storage_path).checkpoint(
+        job.stage, f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
+    ))
 
     def settle(_metrics: dict[str, Any], cached: bool) -> None:
         if not cached:  # the store holds the result; the checkpoint's weights stay for `facenas export`
@@ -263,7 +264,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
     oneshot_resources = {"cpu": 1, "gpu": config.resources.gpus_per_trial}
 
     def job(stage: str, supernet_stage: str | None = None, sampling: str | None = None) -> AlignmentJob:
-        supernet = os.path.join(run_dir, supernet_stage, "supernet.pt") if supernet_stage else ""
+        supernet = str(RunPaths.of(run_dir).supernet(supernet_stage)) if supernet_stage else ""
         identity = supernet_identity(data.dataset_id, settings, space_spec, config.seed, sampling) if sampling else ""
         return AlignmentJob(space=space_spec, data=config.data.loader_kwargs(), settings=settings, seed=config.seed,
                             store=store, run=os.path.basename(run_dir), stage=stage, storage_path=run_dir,

@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from orchestrator.methods.base import Method
 from orchestrator.methods.rnas_mer_pictures import rnas_figure, search_plots
+from orchestrator.paths import RunPaths
 from orchestrator.sections import Section
 
 if TYPE_CHECKING:
@@ -112,11 +113,12 @@ def search_trial(config: dict[str, Any], job: MerJob) -> None:
     spec = SupernetSpec(**job.spec, num_classes=data.num_classes)
     identity = {"spec": job.spec, "settings": settings.__dict__, "data": data.dataset_id, "model": MODEL_REVISION,
                 **({"precision": job.precision} if job.precision != "fp32" else {})}
-    checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints", f"search-{_digest(identity)}.pt")
+    paths = RunPaths.of(job.storage_path)
+    checkpoint = str(paths.checkpoint(job.stage, f"search-{_digest(identity)}.pt"))
     base = {"epochs": settings.epochs, "dataset_id": data.dataset_id, "stage": job.stage, "seed": settings.seed,
             "arch_lr": settings.arch_lr, "arch_weight_decay": settings.arch_weight_decay,
             "params": float(count_params(RnasSupernet(spec)))}  # the supernet's
-    history_file = os.path.join(job.storage_path, job.stage, "_history", f"search-{_digest(identity)}.json")
+    history_file = str(paths.history(job.stage, f"search-{_digest(identity)}.json"))
 
     def shown(metrics: dict[str, Any]) -> dict[str, Any]:
         genotype = RnasGenotype.from_json(metrics["genotype"])
@@ -166,7 +168,7 @@ def _fold_model(config: dict[str, Any], job: MerJob, num_classes: int):
 def _fold_file(job: MerJob, genotype_key: str, subject: int) -> str:
     """``RUN_DIR/<stage>/_folds/<searched genotype's key>/fold-NNN.json`` (the baseline's folds too are
     filed under the genotype it is size-matched to)."""
-    return os.path.join(job.storage_path, job.stage, "_folds", genotype_key, f"fold-{subject:03d}.json")
+    return str(RunPaths.of(job.storage_path).fold(job.stage, genotype_key, subject))
 
 
 def fold_trial(config: dict[str, Any], job: MerJob) -> None:
@@ -208,8 +210,8 @@ def fold_trial(config: dict[str, Any], job: MerJob) -> None:
                            dataset_id=data.dataset_id, fidelity=settings.epochs, seed=job.seed, training=protocol)
     # one file per trial: two genotypes may be size-matched to the same baseline width and train at once
     owner = "" if config["model"] == "searched" else f"-g{genotype.key()[:12]}"
-    checkpoint = os.path.join(job.storage_path, job.stage, "_checkpoints",
-                              f"{config['model']}-{arch_key}{owner}-f{subject}-e{settings.epochs}-s{job.seed}.pt")
+    checkpoint = str(RunPaths.of(job.storage_path).checkpoint(
+        job.stage, f"{config['model']}-{arch_key}{owner}-f{subject}-e{settings.epochs}-s{job.seed}.pt"))
 
     def shown(result: dict[str, Any]) -> dict[str, float]:
         return _fold_metrics(result, data.num_classes, uar)
@@ -321,7 +323,8 @@ def genotype_stability(epochs: list[dict[str, Any]]) -> dict[str, Any]:
 def search_history(stage_dir: str) -> list[dict[str, Any]]:
     """Every search trial's per-epoch diagnostics (``_history/``), each with its genotype stability."""
     out = []
-    for fold in _fold_predictions(os.path.join(stage_dir, "_history")):
+    stage = Path(stage_dir)
+    for fold in _fold_predictions(str(RunPaths.of(stage.parent).history_dir(stage.name))):
         out.append({**fold, "stability": genotype_stability(fold["epochs"])})
     return sorted(out, key=lambda h: (h.get("seed") is None, h.get("seed"), h.get("arch_lr")))
 
@@ -470,15 +473,16 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
     searches = _searched_genotypes(outcomes["search"])
     if not every_seed:
         searches = [r for r in searches if best_search is not None and r["arch"] == best_search["arch"]][:1]
-    loso_dir = os.path.join(run_dir, "loso", "_folds")
-    base_dir = os.path.join(run_dir, "baseline_loso", "_folds")
+    paths = RunPaths.of(run_dir)
+    loso_dir = str(paths.folds("loso"))
+    base_dir = str(paths.folds("baseline_loso"))
     if best_search is not None:
         for folder in (loso_dir, base_dir):
             _adopt_flat_folds(folder, best_search["arch_key"])
     retrained = [r for r in searches if os.path.isdir(os.path.join(loso_dir, r["arch_key"]))]
     main = pooled_figures([os.path.join(loso_dir, r["arch_key"]) for r in retrained], num_classes) or {}
     if main.get("uar") is None:
-        raise UserError(f"no LOSO fold of the searched network finished; see {os.path.join(run_dir, 'loso')} "
+        raise UserError(f"no LOSO fold of the searched network finished; see {paths.stage('loso')} "
                         "for the errors, then `facenas resume` the run")
     per_seed = []
     for r in retrained:
@@ -490,7 +494,7 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
             entry["baseline"] = pooled_figures(os.path.join(base_dir, r["arch_key"]), num_classes) or {}
         per_seed.append(entry)
     selected = next((e for e in per_seed if e["selected"]), per_seed[0])
-    history = search_history(os.path.join(run_dir, "search"))
+    history = search_history(str(paths.stage("search")))
     out: dict[str, Any] = {
         "metric": "uar", "value": main["uar"], "uar": main["uar"], "uf1": main["uf1"],
         "params": selected["params"], "model_size_mb": selected["model_size_mb"], "loso": main,
@@ -535,7 +539,7 @@ def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, su
     if ablations:
         out["ablations"] = {}
         for name in ablations:
-            folder = os.path.join(run_dir, f"loso_{name}", "_folds")
+            folder = str(paths.folds(f"loso_{name}"))
             row = _best_search_row(outcomes[f"search_{name}"])
             figures = None
             if row is not None:

@@ -30,6 +30,7 @@ from orchestrator.methods.hyperfd.plan import (
 )
 from orchestrator.methods.hyperfd.table import table7, table7_markdown
 from orchestrator.methods.streams import HYPERFD_ORDER_SALT, HYPERFD_SEARCH_PICK_SALT
+from orchestrator.paths import RunPaths
 from orchestrator.pipeline import Stage, StageOutcome
 from orchestrator.results import pick_best, write_json_atomic
 from search_algos.durable import write_text_durable
@@ -137,7 +138,7 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
 
     @functools.lru_cache(maxsize=None)
     def warm_state(space: str) -> str:
-        cache = run_dir / f"ranker-warmup-{space}.json"
+        cache = RunPaths.of(run_dir).run_file(f"ranker-warmup-{space}.json")
         if cache.is_file():
             return cache.read_text()
         results = _stored_results(plan, space, store)
@@ -187,14 +188,14 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
             frames.append(frame)
             ranks[space] = {m: float(g["normalized_rank"].mean()) for m, g in frame.groupby("method")}
         long = pd.concat(frames, ignore_index=True)
-        write_text_durable(run_dir / "table7.csv", long.to_csv(index=False))
+        write_text_durable(RunPaths.of(run_dir).run_file("table7.csv"), long.to_csv(index=False))
         text = table7_markdown(long, list(s.domains))
-        write_text_durable(run_dir / "table7.md", text)
+        write_text_durable(RunPaths.of(run_dir).run_file("table7.md"), text)
         print(text, flush=True)
         ap = {space: {m: float(g["ap"].mean()) for m, g in long[long.space == space].groupby("method")}
               for space in s.spaces}  # fmt: skip
         return {"space": s.spaces[0], "normalized_rank": ranks, "mean_ap": ap, "orders": len(orders),
-                "table7": str(run_dir / "table7.md")}  # fmt: skip
+                "table7": str(RunPaths.of(run_dir).run_file("table7.md"))}  # fmt: skip
 
     return stages, select, extras
 
@@ -277,7 +278,7 @@ def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], 
     run = run_dir.name
 
     def picks(space: str) -> dict[str, list[str]]:
-        path = run_dir / f"warm-start-{space}.json"
+        path = RunPaths.of(run_dir).run_file(f"warm-start-{space}.json")
         if path.is_file():
             return json.loads(path.read_text())
         pool = sample_pool(space, s.pool_size, seed=pool_seed(space, config.seed))
