@@ -14,8 +14,9 @@ these sizes. The value is the largest exponent; it holds when that is <= 1.1.
   (compactions they trigger included, scaled to N), reload the store from its folder.
 - The random searcher (:class:`search_algos.random_search.RandomArchSearcher` over the global space),
   driven directly for every trial count (``suggest`` then ``on_trial_complete`` with a score hashed from
-  the config, two trials in flight as Tune would have them), then ``save`` / ``restore`` of its state
-  after the n trials, the file's size, and the Python memory the searcher holds (``tracemalloc``).
+  the config, two trials in flight as Tune would have them; median of a few drives), then ``save`` /
+  ``restore`` of its state after the n trials, the file's size, and the Python memory the searcher holds
+  (``tracemalloc``, on a separate drive: tracing slows the calls).
 - Real Tune (``Tuner.fit`` of a trivial trainable with the random searcher, ``reuse_actors``, 2
   concurrent trials on a local 2-CPU Ray) only for the smaller trial counts: on 2 cores a trivial Tune
   trial costs about 0.2 s of wall time, so 5,000 of them would take 15-20 minutes. For those counts the
@@ -205,13 +206,19 @@ def _drive(searcher: Any, trials: int) -> float:
 
 
 def _searcher_at(trials: int, *, folder: Path, repeats: int) -> dict[str, float]:
-    """Drive a fresh random searcher through ``trials`` trials; its call time, memory, save and restore."""
+    """Drive fresh random searchers through ``trials`` trials: the calls' time (median of ``repeats``, without
+    tracing), the memory one holds afterwards (a separate, traced drive), its save and restore."""
+    drives = []
+    for _ in range(repeats):
+        searcher = _random_searcher(trials, seed=0)
+        drives.append(_drive(searcher, trials))
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    searcher = _random_searcher(trials, seed=0)
-    drive_s = _drive(searcher, trials)
+    traced = _random_searcher(trials, seed=0)
+    _drive(traced, trials)
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
+    del traced
     path = folder / f"searcher-{trials}.json"
     saves, restores = [], []
     for _ in range(repeats):
@@ -224,7 +231,7 @@ def _searcher_at(trials: int, *, folder: Path, repeats: int) -> dict[str, float]
         restores.append(time.perf_counter() - began)
     if fresh.get_state() != searcher.get_state():
         raise RuntimeError("the restored searcher's state differs from the saved one")
-    return {"calls_s": drive_s, "save_s": statistics.median(saves), "restore_s": statistics.median(restores),
+    return {"calls_s": statistics.median(drives), "save_s": statistics.median(saves), "restore_s": statistics.median(restores),
             "state_bytes": path.stat().st_size, "memory_bytes": max(held, 1)}  # fmt: skip
 
 

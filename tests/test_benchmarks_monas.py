@@ -175,13 +175,15 @@ def test_mnus_step_overhead_tiny_run_has_the_contract_shape(bench, monas, monkey
 @pytest.mark.slow
 def test_oneshot_eval_throughput_tiny_run(bench, monas, monkeypatch):
     monkeypatch.setattr(monas, "_DATA", TINY_DATA)
-    monkeypatch.setitem(monas._SIZES, "oneshot_eval_throughput", ({"children": 3},) * 2)
+    monkeypatch.setitem(monas._SIZES, "oneshot_eval_throughput", ({"children": 3, "rounds": 2},) * 2)
     raw = monas.oneshot_eval_throughput(True, hooks=_hooks(monas, bench))
     result = bench._check_result("oneshot_eval_throughput", raw)
     detail = result["detail"]
     assert result["value"] > 0 and detail["trials_done"] == 3 and detail["cached"] == 0
     assert detail["scores_agree"] is True and detail["trial_processes"] == 1
     assert detail["orchestrator_span_s"] <= detail["stage_s"]
+    assert detail["ratio"]["rounds"] == 2 and result["value"] == pytest.approx(detail["ratio"]["median"])
+    assert len(detail["bare_s_passes"]) == 3
 
 
 @pytest.mark.slow
@@ -194,3 +196,4 @@ def test_train_scaling_2w_tiny_run_places_two_workers_on_two_nodes(bench, monas,
     two = next(r for r in detail["runs"] if r["workers"] == 2)
     assert two["worker_nodes"] == ["head", "worker"] and two["weights_identical"] is True
     assert set(two["samples_per_s_by_epoch"]) == {"1", "2"}
+    assert detail["ratio"]["rounds"] == 1 and result["value"] == pytest.approx(detail["ratio"]["median"])
