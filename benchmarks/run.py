@@ -19,7 +19,11 @@ A benchmark is a function ``fn(quick: bool) -> dict`` added to :data:`BENCHMARKS
   (1 epoch each) and the dynamic (epochs growing with parameter count) rankings.
 - ``speculative_speedup``: wall time of the macro-micro search stage, sequential / speculative, on a
   2-node local cluster, with the same final architecture.
-- ``macro_micro_ri``: Relative Improvement (§4.1) of the searched network over random networks, per seed.
+- ``macro_micro_ri`` (``quality_bench.py``): Relative Improvement (§4.1) of the searched network over
+  random networks and over random networks of its size, seeds 0-2, on cluttered digits.
+
+``--only`` also takes a group name (:data:`GROUPS`): ``quality`` (does each search beat its simple
+alternative), ``scale`` (how cost grows with work).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ Benchmark = Callable[[bool], dict[str, Any]]
 """``fn(quick) -> {"value": float, "unit": str, "goal": float, "holds": bool, "detail": dict}``."""
 
 BENCHMARKS: dict[str, Benchmark] = {}
+# ``--only GROUP`` runs these (in this order); a group name is never a benchmark name.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "quality": ("macro_micro_ri", "ranking_static_vs_dynamic"),  # does each search beat its simple alternative
+}
 RESULT_KEYS = ("value", "unit", "goal", "holds", "detail")
 
 _PROG = "benchmarks/run.py"
@@ -203,11 +211,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 all ran, 1 a benchmark raised, 2 bad input)."""
     args = _parser().parse_args(argv)
-    names = list(dict.fromkeys(args.only)) if args.only else list(BENCHMARKS)
+    asked = [m for n in args.only for m in GROUPS.get(n, (n,))] if args.only else list(BENCHMARKS)
+    names = list(dict.fromkeys(asked))
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(
-            f"{_PROG}: unknown benchmark(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(BENCHMARKS)}",
+            f"{_PROG}: unknown benchmark(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(BENCHMARKS)}"
+            f"; groups: {', '.join(GROUPS)}",
             file=sys.stderr,
         )
         return 2
@@ -585,13 +595,6 @@ def _cached_count(run_dir: Path) -> int:
     return int(pd.read_parquet(run_dir / "results.parquet")["cached"].sum())
 
 
-def _mean_params(run_dir: Path, stage: str) -> float:
-    import pandas as pd
-
-    frame = pd.read_parquet(run_dir / "results.parquet")
-    return float(frame.loc[frame["stage"] == stage, "params"].mean())
-
-
 def _trial_activity(stage_dir: Path) -> tuple[float, int]:
     """Summed running time of a stage's trials and the number of distinct processes that ran them.
 
@@ -605,76 +608,6 @@ def _trial_activity(stage_dir: Path) -> tuple[float, int]:
             busy += float(last.get("time_total_s", 0.0))
             processes.add((last.get("node_ip"), last.get("pid")))
     return busy, len(processes)
-
-
-# --------------------------------------------------------------------------------------------------
-# macro_micro_ri (§4.1)
-# --------------------------------------------------------------------------------------------------
-
-
-@register("macro_micro_ri")
-def macro_micro_ri(quick: bool) -> dict[str, Any]:
-    """RI = 100 (acc_searched - mean acc_random) / mean acc_random on test accuracy, seeds 0, 1, 2.
-
-    Each seed runs the whole macro-micro pipeline (search -> retrain the result for ``final_epochs`` ->
-    ``baseline_samples`` random networks of the same bounds, each trained ``final_epochs``) on a local
-    2-CPU Ray, on all of digits; the seed drives the training seeds and the random sample. The paper's
-    criterion is RI > 0 across runs (§4.1, after Yang et al.).
-
-    Returns:
-        value = median RI over the seeds; holds when every seed's RI > goal (0).
-    """
-    name, goal, seeds = "macro_micro_ri", 0.0, (0, 1, 2)
-    # Full: configs/macro_micro.yaml's settings (E_min 6, final 16 epochs over 3 seeds, 10 random
-    # networks, batch 16); speculation off. Quick: fewer epochs and networks (a smoke test of the figure).
-    if quick:
-        size = dict(d_max=5, w_max=16, e_min_macro=3, e_min_micro=3, final_epochs=6, final_seeds=1,
-                    baseline_samples=4, max_samples=None, batch_size=16)  # fmt: skip
-    else:
-        size = dict(d_max=8, w_max=24, e_min_macro=6, e_min_micro=6, final_epochs=16, final_seeds=3,
-                    baseline_samples=10, max_samples=None, batch_size=16)  # fmt: skip
-    per_seed = []
-    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp, _local_ray(num_cpus=2):
-        for seed in seeds:
-            _progress(name, f"seed {seed}")
-            # speculate=1: the paper's sequential search (speculation gives the same result by design).
-            raw = _macro_micro_raw(name=f"ri-seed{seed}", seed=seed, speculate=1, **size)
-            best, seconds, run_dir = _run_experiment(raw, Path(tmp) / f"seed{seed}")
-            per_seed.append({
-                "seed": seed,
-                "ri": best["ri"],
-                "ri_val": best["ri_val"],
-                "macro_summary": best["search"]["macro_summary"],
-                "final_summary": best["search"]["final_summary"],
-                "params": best["params"],
-                "random_mean_params": _mean_params(run_dir, "baseline"),
-                "test_acc": best["test"]["test_acc"],
-                "searched_test_accs": best.get("searched_test_accs"),
-                "val_acc": best["value"],
-                "random_mean_test_acc": best.get("random_mean_test_acc"),
-                "random_mean_val_acc": best.get("random_mean_val_acc"),
-                "random_evaluations": best.get("random_evaluations"),
-                "search_evaluations": best["search"]["evaluations"]["total"],
-                "seconds": seconds,
-            })  # fmt: skip
-            _progress(name, f"  RI={best['ri']} (val {best['ri_val']}), {best['search']['final_summary']}")
-
-    ris = [s["ri"] for s in per_seed]
-    value = statistics.median(ri for ri in ris if ri is not None) if any(ri is not None for ri in ris) else math.nan
-    return {
-        "value": value,
-        "unit": "%",
-        "goal": goal,
-        "holds": all(ri is not None and ri > goal for ri in ris),
-        "detail": {
-            "ri": ris,
-            "ri_val": [s["ri_val"] for s in per_seed],
-            "seeds": list(seeds),
-            "config": size,
-            "per_seed": per_seed,
-            "paper": "RI > 2 in 5 search runs on CIFAR-10 (§4.1, Table 3); criterion RI > 0 across runs",
-        },
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -699,6 +632,9 @@ _load_sibling("monas_bench").install(
 )
 _load_sibling("reliability_bench").install(
     register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray, spread=spread
+)
+_load_sibling("quality_bench").install(
+    register, progress=_progress, local_ray=_local_ray, run_experiment=_run_experiment
 )
 _load_sibling("scale_bench").install(register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray)
 

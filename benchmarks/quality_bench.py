@@ -1,0 +1,167 @@
+"""Search quality: does each search beat its simple alternative at the same cost, over seeds (issue 13)?
+
+- ``macro_micro_ri`` (Efficient Global NAS, ``papers/efficient-global-nas-macro-micro.txt`` §4.1): the
+  whole ``configs/macro_micro.yaml`` pipeline (search -> retrain the result over ``final_seeds`` training
+  seeds -> ``baseline_samples`` random networks of the space -> ``equal_param_samples`` random networks
+  within +-``param_band`` of the searched network's size) for seeds 0, 1, 2 on ``cluttered_digits``.
+  Value: the mean RI (test accuracy, %) over the seeds; ``holds`` when RI > 0 on every seed (the paper's
+  criterion). Beside it, never in ``holds``: the RI at equal parameters (mean ± std), and whether the
+  task separates architectures at all: the spread of the random networks' validation accuracy and its
+  Spearman correlation with their parameter counts (pooled over seeds; after ``final_epochs``).
+
+Every decision of a search is taken on validation accuracy; test accuracy enters only the reported RI.
+
+``benchmarks/run.py`` loads this module by path and calls :func:`install` with its registry and helpers;
+nothing here imports ``run.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = ["NAMES", "install", "macro_micro_ri"]
+
+NAMES = ("macro_micro_ri",)
+SEEDS = (0, 1, 2)
+_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "macro_micro.yaml"
+# --quick: the same task and pipeline at a smaller budget (a smoke test of the figure, not the figure).
+_QUICK = {"d_max": 5, "w_max": 16, "e_min_macro": 3, "e_min_micro": 3, "final_epochs": 6, "final_seeds": 1,
+          "baseline_samples": 4, "equal_param_samples": 4}  # fmt: skip
+
+
+class Hooks(NamedTuple):
+    """What ``run.py`` lends the benchmarks (its helpers, passed in rather than imported)."""
+
+    progress: Callable[[str, str], None]
+    local_ray: Callable[[int], contextlib.AbstractContextManager[Any]]
+    run_experiment: Callable[[dict[str, Any], Path], tuple[dict[str, Any], float, Path]]
+
+
+Registrar = Callable[[str], Callable[[Callable[[bool], dict[str, Any]]], Any]]
+
+
+def install(
+    register: Registrar,
+    *,
+    progress: Callable[[str, str], None],
+    local_ray: Callable[[int], contextlib.AbstractContextManager[Any]],
+    run_experiment: Callable[[dict[str, Any], Path], tuple[dict[str, Any], float, Path]],
+) -> None:
+    """Register the search-quality benchmarks with ``register`` (``run.py``'s, which refuses duplicates)."""
+    hooks = Hooks(progress=progress, local_ray=local_ray, run_experiment=run_experiment)
+    for name, fn in zip(NAMES, (macro_micro_ri,)):
+        register(name)(functools.update_wrapper(functools.partial(fn, hooks=hooks), fn))
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """``{"mean", "std", "n"}`` of the finite values (population std; None when there are none)."""
+    finite = [float(v) for v in values if v is not None]
+    if not finite:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(finite), "std": statistics.pstdev(finite), "n": len(finite)}
+
+
+def macro_micro_raw(seed: int, *, quick: bool) -> dict[str, Any]:
+    """``configs/macro_micro.yaml`` for one seed (its quick variant shrinks the budget, not the task)."""
+    import yaml
+
+    raw = yaml.safe_load(_CONFIG.read_text())
+    raw.update(name=f"ri-seed{seed}", seed=seed)
+    raw["resources"] = {**raw.get("resources", {}), "max_failures": 0}
+    if quick:
+        bounds = {k: v for k, v in _QUICK.items() if k in ("d_max", "w_max")}
+        raw["space"].update(bounds)
+        raw["searcher"].update(_QUICK)
+    return raw
+
+
+def _stage_rows(run_dir: Path, stage: str) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    ok = frame[(frame["stage"] == stage) & (frame["status"] == "ok")]
+    return ok[["params", "value", "test_acc"]].to_dict("records")
+
+
+def task_separation(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How much the task separates random networks: val-accuracy spread, and Spearman(val acc, params)."""
+    from scipy.stats import spearmanr
+
+    accs = [r["value"] for r in rows]
+    if len(rows) < 3:
+        return {"networks": len(rows), "val_acc_spread": None, "spearman_acc_params": None}
+    rho = spearmanr(accs, [r["params"] for r in rows]).statistic
+    return {
+        "networks": len(rows),
+        "val_acc_min": min(accs),
+        "val_acc_max": max(accs),
+        "val_acc_spread": max(accs) - min(accs),
+        "spearman_acc_params": float(rho),
+    }
+
+
+def macro_micro_ri(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
+    """RI of the searched network over random networks (§4.1) and over random networks of its size.
+
+    Returns:
+        value = mean RI over seeds 0-2; holds when every seed's RI > 0.
+    """
+    name, goal = "macro_micro_ri", 0.0
+    per_seed, random_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp, hooks.local_ray(2):
+        for seed in SEEDS:
+            hooks.progress(name, f"seed {seed}")
+            raw = macro_micro_raw(seed, quick=quick)
+            best, seconds, run_dir = hooks.run_experiment(raw, Path(tmp) / f"seed{seed}")
+            baseline = _stage_rows(run_dir, "baseline")
+            equal = _stage_rows(run_dir, "baseline_equal")
+            random_rows += baseline
+            per_seed.append({
+                "seed": seed,
+                "ri": best["ri"],
+                "ri_val": best["ri_val"],
+                "ri_equal_params": best.get("ri_equal_params"),
+                "ri_equal_params_val": best.get("ri_equal_params_val"),
+                "arch": best["arch"],
+                "params": best["params"],
+                "searched_test_accs": best.get("searched_test_accs"),
+                "random_mean_test_acc": best.get("random_mean_test_acc"),
+                "random_mean_params": statistics.fmean(r["params"] for r in baseline) if baseline else None,
+                "equal_params_mean_test_acc": best.get("equal_params_mean_test_acc"),
+                "equal_params_mean_params": best.get("equal_params_mean_params"),
+                "random_evaluations": len(baseline),
+                "equal_params_evaluations": len(equal),
+                "search_evaluations": best["search"]["evaluations"]["total"],
+                "macro_summary": best["search"].get("macro_summary"),
+                "final_summary": best["search"].get("final_summary"),
+                "seconds": seconds,
+            })  # fmt: skip
+            hooks.progress(name, f"  RI={best['ri']} (equal params {best.get('ri_equal_params')})")
+    ris = [s["ri"] for s in per_seed]
+    ri = mean_std(ris)
+    return {
+        "value": ri["mean"],
+        "unit": "%",
+        "goal": goal,
+        "holds": all(v is not None and v > goal for v in ris),
+        "detail": {
+            "dataset": "cluttered_digits",
+            "seeds": list(SEEDS),
+            "ri": ris,
+            "ri_mean_std": ri,
+            "ri_val_mean_std": mean_std([s["ri_val"] for s in per_seed]),
+            "ri_equal_params": [s["ri_equal_params"] for s in per_seed],
+            "ri_equal_params_mean_std": mean_std([s["ri_equal_params"] for s in per_seed]),
+            "ri_equal_params_val_mean_std": mean_std([s["ri_equal_params_val"] for s in per_seed]),
+            "task_separation": task_separation(random_rows),
+            "config": str(_CONFIG.name) + (" (quick budget: " + str(_QUICK) + ")" if quick else ""),
+            "per_seed": per_seed,
+            "paper": "RI > 2 in 5 search runs on CIFAR-10 (§4.1, Table 3); criterion RI > 0 across runs",
+        },
+    }

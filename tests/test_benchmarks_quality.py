@@ -1,0 +1,104 @@
+"""benchmarks/quality_bench.py: the search-quality group (issue 13). Fast: nothing trains here.
+
+The figures themselves come from `python benchmarks/run.py --only quality` (minutes to an hour); these
+tests pin what the benchmark reads, how it aggregates seeds and when it holds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from orchestrator.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(stem: str, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def quality():
+    return _load("quality_bench", "facenas_benchmarks_quality_test")
+
+
+@pytest.fixture
+def bench():
+    return _load("run", "facenas_benchmarks_run_quality_test")
+
+
+def test_quality_group_runs_its_registered_benchmarks(bench, monkeypatch, tmp_path):
+    assert set(bench.GROUPS["quality"]) <= set(bench.BENCHMARKS) and "quality" not in bench.BENCHMARKS
+    seen = []
+
+    def fake(name):
+        def fn(quick):
+            seen.append(name)
+            return {"value": 1.0, "unit": "%", "goal": 0.0, "holds": True, "detail": {}}
+        return fn
+
+    monkeypatch.setattr(bench, "BENCHMARKS", {n: fake(n) for n in (*bench.GROUPS["quality"], "other")})
+    out = tmp_path / "q.json"
+    assert bench.main(["--quick", "--only", "quality", "--out", str(out)]) == 0
+    assert seen == list(bench.GROUPS["quality"]) and set(json.loads(out.read_text())) == set(seen)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_benchmark_runs_the_shipped_config_on_cluttered_digits(quality, quick):
+    raw = quality.macro_micro_raw(1, quick=quick)
+    config = parse_config(raw)
+    assert config.seed == 1 and config.data.dataset == "cluttered_digits"
+    assert config.searcher.equal_param_samples > 0 and config.searcher.baseline_samples > 0
+    if quick:  # a smaller budget on the same task, and the random baseline keeps the searcher's bounds
+        assert config.space.d_max == config.searcher.d_max == 5 and config.searcher.final_epochs == 6
+    else:
+        assert config.searcher.final_seeds == 3 and config.searcher.baseline_samples == 10
+
+
+def test_mean_std_and_task_separation_by_hand(quality):
+    assert quality.mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    assert quality.mean_std([None]) == {"mean": None, "std": None, "n": 0}
+    rows = [{"params": p, "value": v} for p, v in ((100, 50.0), (200, 90.0), (300, 70.0), (400, 80.0))]
+    sep = quality.task_separation(rows)
+    assert sep["val_acc_spread"] == 40.0 and sep["spearman_acc_params"] == pytest.approx(0.4)
+
+
+def _fake_run(tmp: Path, seed: int, ri: float) -> tuple[dict[str, Any], float, Path]:
+    run_dir = tmp / f"s{seed}"
+    run_dir.mkdir(parents=True)
+    rows = [{"stage": "retrain", "status": "ok", "params": 1000, "value": 80.0, "test_acc": 81.0}]
+    rows += [{"stage": "baseline", "status": "ok", "params": 500 * (i + 1), "value": 60.0 + 5 * i, "test_acc": 60.0}
+             for i in range(4)]  # fmt: skip
+    rows += [{"stage": "baseline_equal", "status": "ok", "params": 1000, "value": 79.0, "test_acc": 80.0}]
+    pd.DataFrame(rows).to_parquet(run_dir / "results.parquet")
+    best = {"ri": ri, "ri_val": ri / 2, "ri_equal_params": -1.0, "ri_equal_params_val": 0.5, "arch": {},
+            "params": 1000, "search": {"evaluations": {"total": 9}}}  # fmt: skip
+    return best, 1.0, run_dir
+
+
+@pytest.mark.parametrize("ris, holds", [((4.0, 1.0, 2.5), True), ((4.0, -0.5, 2.5), False)])
+def test_holds_only_when_every_seed_improves(quality, tmp_path, ris, holds):
+    import contextlib
+
+    runs = iter(ris)
+    hooks = quality.Hooks(
+        progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
+        run_experiment=lambda raw, _storage: _fake_run(tmp_path, raw["seed"], next(runs)),
+    )  # fmt: skip
+    out = quality.macro_micro_ri(True, hooks=hooks)
+    assert out["holds"] is holds and out["value"] == pytest.approx(sum(ris) / 3)
+    detail = out["detail"]
+    assert detail["ri"] == list(ris) and detail["ri_equal_params_mean_std"]["mean"] == -1.0
+    assert detail["task_separation"]["networks"] == 12 and detail["task_separation"]["val_acc_spread"] == 15.0
+    assert [s["random_mean_params"] for s in detail["per_seed"]] == [1250.0] * 3
