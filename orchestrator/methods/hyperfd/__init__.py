@@ -65,6 +65,9 @@ class HyperFDSearcherConfig(Section):
     explore_ratio: float = Field(0.5, ge=0, lt=1)
     warmup_steps: int = Field(400, ge=0)
     warmup_lr: float = Field(1e-3, gt=0)
+    # not in the paper: weight of the dataset-free prior (each config's mean quantile over the stored
+    # datasets) in the suggestions; 0 = the paper's ranker alone (search_algos.hyperfd.RankerSettings)
+    prior_weight: float = Field(0.0, ge=0, le=1)
     # mode: search -- a search on the one dataset of `data`, its first `warm_start` configs the ranker's
     # top suggestions learnt from every stored run (0: plain random search over the pool)
     mode: Literal["protocol", "search"] = "protocol"

@@ -112,7 +112,7 @@ def ranker_settings(s: Any) -> RankerSettings:
     return RankerSettings(
         hidden=s.hidden, lr=s.lr, iters_per_task=s.iters_per_task, trans_iters=s.trans_iters,
         lambda_sim=s.lambda_sim, margin=s.margin, lambda_reg=s.lambda_reg, explore_ratio=s.explore_ratio,
-        warmup_steps=s.warmup_steps, warmup_lr=s.warmup_lr,
+        warmup_steps=s.warmup_steps, warmup_lr=s.warmup_lr, prior_weight=s.prior_weight,
     )  # fmt: skip
 
 
