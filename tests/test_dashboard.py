@@ -35,10 +35,11 @@ CONFIG = {
     "seed": 0,
     "data": {"dataset": "digits", "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
     "space": {"name": "global", "d_min": 3, "d_max": 4, "w_min": 8, "w_max": 12, "w_step": 4},
-    # 2 epochs: each trial's actor lives long enough for the browser to see it on a busy 2-core machine
-    "searcher": {"name": "random", "num_samples": CANDIDATES, "epochs": 2},
-    "training": {"batch_size": 64, "lr": 0.025, "momentum": 0.9, "weight_decay": 0.0003, "train_workers": 1},
-    "resources": {"cpus_per_trial": 1, "max_failures": 0},
+    "searcher": {"name": "random", "num_samples": CANDIDATES, "epochs": 3},
+    "training": {"batch_size": 16, "lr": 0.025, "momentum": 0.9, "weight_decay": 0.0003, "train_workers": 1},
+    # One trial at a time: Tune reuses one actor for all of them, alive for the whole search (some 20 s
+    # alone on 2 cores), which leaves the browser time to render it while it runs.
+    "resources": {"cpus_per_trial": 1, "max_failures": 0, "max_concurrent_trials": 1},
 }
 TRIAL_CLASS = "ImplicitFunc"  # the actor class Tune wraps a function trainable in (ray 2.60)
 TRIAL_REPR = "evaluate_candidate"  # its repr: the trainable's name (the Actors page's Repr column)
@@ -132,8 +133,25 @@ class _Watcher:
                             "trials": [(a["actor_id"], a.get("repr_name")) for a in trials]}
         actors_dom, self.seen["actors_png"] = _browse(self.base, "actors", self.out)
         jobs_dom, self.seen["jobs_png"] = _browse(self.base, "jobs", self.out)
-        self.seen["actor_rows"], self.seen["job_rows"] = _rows(actors_dom), _rows(jobs_dom)
-        return True
+        self.seen["problems"] = _page_problems(
+            actor_rows=_rows(actors_dom), job_rows=_rows(jobs_dom), store_name=self.store_name, job_id=job["job_id"])
+        # A page rendered before its data came, or after the trials ended: look again while they run.
+        return not self.seen["problems"]
+
+
+def _page_problems(*, actor_rows: list[str], job_rows: list[str], store_name: str, job_id: str) -> list[str]:
+    """What the Actors and Jobs pages failed to show: the store actor alive, a trial alive, the job running."""
+    problems = []
+    store = [r for r in actor_rows if store_name in r]
+    if not (store and "ALIVE" in store[0]):
+        problems.append(f"Actors page: no ALIVE row for {store_name}: {store[:1] or actor_rows[:3]}")
+    trials = [r for r in actor_rows if TRIAL_CLASS in r and TRIAL_REPR in r]
+    if not any("ALIVE" in r for r in trials):
+        problems.append(f"Actors page: no ALIVE {TRIAL_CLASS} ({TRIAL_REPR}) row: {trials[:2] or actor_rows[:3]}")
+    job = [r for r in job_rows if job_id in r]
+    if not (job and "RUNNING" in job[0]):
+        problems.append(f"Jobs page: job {job_id} not RUNNING: {job[:1] or job_rows[:3]}")
+    return problems
 
 
 def _scrape(port: int) -> dict[tuple[str, frozenset], float]:
@@ -201,17 +219,12 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
         if key in watcher.seen:
             print(f"dashboard screenshot: {watcher.seen[key]}")  # kept under the test's tmp dir
     assert code == 0, out
-    assert re.search(r"^local Ray .*; dashboard at http://127\.0\.0\.1:\d+$", out, flags=re.M), out
+    port = ray.nodes()[0]["MetricsExportPort"]
+    assert re.search(rf"^local Ray .*; dashboard at http://127\.0\.0\.1:\d+; metrics at http://127\.0\.0\.1:{port}/metrics$",
+                     out, flags=re.M), out
     assert not watcher.errors, watcher.errors
-    assert "api" in watcher.seen, f"the dashboard never showed the job, the store actor and running trials: {out}"
-
-    # What the browser showed: the store actor by name, the trials' actors alive, the job running.
-    store_rows = [r for r in watcher.seen["actor_rows"] if watcher.store_name in r]
-    assert store_rows and "ALIVE" in store_rows[0], watcher.seen["actor_rows"][:3]
-    trial_rows = [r for r in watcher.seen["actor_rows"] if TRIAL_CLASS in r and TRIAL_REPR in r]
-    assert any("ALIVE" in r for r in trial_rows), (watcher.seen["api"], trial_rows)
-    job_rows = [r for r in watcher.seen["job_rows"] if watcher.seen["api"]["job"] in r]
-    assert job_rows and "RUNNING" in job_rows[0], watcher.seen["job_rows"][:3]
+    assert "api" in watcher.seen, f"the dashboard's APIs never showed the job, the store actor and running trials: {out}"
+    assert watcher.seen["problems"] == [], (watcher.seen["api"], watcher.seen["problems"])
     for png in (watcher.seen["actors_png"], watcher.seen["jobs_png"]):
         assert png.stat().st_size > 10_000, png  # a rendered page, not a blank one
 
@@ -221,7 +234,6 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
     search = results[results["stage"] == "search"]
     best = float(search[search["status"] == "ok"]["value"].max())
     stage_tags, run_tags = frozenset({("stage", "search"), ("run", run)}), frozenset({("run", run)})
-    port = ray.nodes()[0]["MetricsExportPort"]
 
     def ready(series: dict) -> bool:
         return (series.get(("ray_facenas_trials_finished_total", stage_tags), 0) >= CANDIDATES
