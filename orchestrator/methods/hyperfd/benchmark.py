@@ -4,7 +4,7 @@ Paper: ``papers/hyperfd-online-automl-face-detection-supplement.txt`` (§B.4-B.5
 
 The benchmark (:func:`benchmark_stage`, also ``facenas benchmark build CONFIG``: :func:`build_benchmark`):
 every pool config on the source and online datasets, ``offline_configs`` pool configs on each offline
-dataset; one Tune trial per missing row (:func:`evaluate_detector`: store lookup, else
+dataset; one Tune trial per missing row (:func:`evaluate_detector`: a lookup in the store, else
 :func:`trainables.detection.train.fit_detector`, then a durable store write). Rows already stored are
 skipped, so a build resumes where it stopped. The online and search stages evaluate their picks with the
 same trial.
