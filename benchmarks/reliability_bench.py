@@ -154,14 +154,14 @@ def _span_callback() -> Any:
 
     class TrialSpan(Callback):
         def __init__(self) -> None:
-            self.starts: list[float] = []
-            self.ends: list[float] = []
+            self.starts: dict[str, float] = {}
+            self.ends: dict[str, float] = {}
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.starts.append(time.monotonic())
+            self.starts[trial.trial_id] = time.monotonic()
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.ends.append(time.monotonic())
+            self.ends[trial.trial_id] = time.monotonic()
 
     return TrialSpan()
 
@@ -203,7 +203,11 @@ def _fit(trainable: Any, tune_config: Any, param_space: dict[str, Any] | None, s
         raise RuntimeError(f"{name}: {len(grid.errors)} trials failed: {grid.errors[0]}")
     if not span.starts or not span.ends:
         raise RuntimeError(f"{name}: no trial started and completed")
-    return {"fit_s": seconds, "trials": len(grid), "span_s": max(span.ends) - min(span.starts)}
+    span_s = max(span.ends.values()) - min(span.starts.values())
+    busy_s = sum(end - span.starts[tid] for tid, end in span.ends.items() if tid in span.starts)
+    # Mean trials in flight: a searcher that has no suggestion while it waits for a result (a sequential
+    # search) keeps fewer trials running, and each trial then costs more wall time, whatever its bookkeeping.
+    return {"fit_s": seconds, "trials": len(grid), "span_s": span_s, "concurrency": busy_s / span_s}
 
 
 def searcher_overhead(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None = None,
@@ -268,11 +272,14 @@ def searcher_overhead(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None
                              / (tune_random["fit_s"] / tune_random["trials"]),
                              "searcher_calls_s_per_trial": {k: v / n for k, v in spent.items()},
                              "searcher_share": sum(spent.values()) / facenas["span_s"],
+                             "concurrency": facenas["concurrency"], "concurrency_tune_random": tune_random["concurrency"],
                              "first": "facenas" if r % 2 == 0 else "tune_random"})  # fmt: skip
                 hooks.progress(name, f"{kind} round {r}: {n} trials, {ours_s:.3f} s vs {base_s:.3f} s per trial "
                                      f"(searcher's own calls {sum(spent.values()) / n * 1e3:.1f} ms per trial)")
             per[kind] = {"median_ratio": statistics.median(ratios), "ratio": hooks.spread(ratios),
                          "searcher_share_median": statistics.median(r["searcher_share"] for r in rows),
+                         "concurrency_median": statistics.median(r["concurrency"] for r in rows),
+                         "concurrency_tune_random_median": statistics.median(r["concurrency_tune_random"] for r in rows),
                          "rounds": rows}  # fmt: skip
     worst = max(per, key=lambda k: per[k]["median_ratio"])
     value = per[worst]["median_ratio"]

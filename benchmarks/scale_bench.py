@@ -3,15 +3,16 @@
 One figure, ``scale``: for each measured quantity, the cost of the whole work at each size (writing N rows,
 looking every one of them up once, loading them; suggesting and completing n trials, one ``save`` and
 ``restore`` of the searcher after n trials, the state file's bytes, the driver's memory), and the growth
-exponent of that cost: the least-squares slope of log(cost) over log(size). 1 is linear (a constant cost
-per row or trial), 2 quadratic; below 1 a fixed cost (an fsync, Ray's round trip) still dominates at
-these sizes. The value is the largest exponent; it holds when that is <= 1.1.
+exponent of that cost: the slope of log(cost) over log(size) between the two largest sizes (the
+least-squares slope over all sizes is in the detail too). 1 is linear (a constant cost per row or trial),
+2 quadratic; below 1 a fixed cost (an fsync, Ray's round trip) still dominates at these sizes. The value is the largest exponent; it holds when that is <= 1.1.
 
 - The store (:class:`orchestrator.store.BenchmarkStore`, in this process: the actor's round trip is a
   constant per call, measured by ``store_lookups``): fill an empty store to N rows in 100 durable
-  ``put_many`` batches (compaction included), look up every row once (single-key ``lookup`` over a
-  sample, scaled to N, and ``lookup_many`` of all N keys), 100 single-row durable puts on the full store
-  (compactions they trigger included, scaled to N), reload the store from its folder.
+  ``put_many`` batches (compaction included); then, in rounds that measure every size once each, look up
+  every row once (single-key ``lookup`` over a sample, scaled to N, and ``lookup_many`` of all N keys)
+  and make single-row durable puts on the full store (compactions they trigger included, scaled to N);
+  reload each store from its folder.
 - The random searcher (:class:`search_algos.random_search.RandomArchSearcher` over the global space),
   driven directly for every trial count (``suggest`` then ``on_trial_complete`` with a score hashed from
   the config, two trials in flight as Tune would have them; median of a few drives), then ``save`` /
@@ -128,8 +129,8 @@ def _key(i: int) -> tuple[Any, ...]:
     return (row["space"], row["arch_key"], row["dataset_id"], row["fidelity"], row["seed"])
 
 
-def _store_at(rows: int, *, folder: Path, lookup_sample: int, single_puts: int, seed: int) -> dict[str, float]:
-    """One store filled to ``rows`` rows and measured; every cost is for the whole work at this size."""
+def _fill(rows: int, folder: Path) -> tuple[Any, float]:
+    """An empty store at ``folder`` filled with ``rows`` rows in ``_FILL_BATCHES`` durable ``put_many`` calls."""
     from orchestrator.store import BenchmarkStore
 
     store = BenchmarkStore(str(folder))
@@ -137,38 +138,70 @@ def _store_at(rows: int, *, folder: Path, lookup_sample: int, single_puts: int, 
     began = time.perf_counter()
     for start in range(0, rows, batch):
         store.put_many([_row(i) for i in range(start, min(rows, start + batch))])
-    fill_s = time.perf_counter() - began
+    return store, time.perf_counter() - began
 
-    rng = random.Random(seed)
-    sample = [_key(rng.randrange(rows)) for _ in range(lookup_sample)]
+
+def _time_lookups(store: Any, rows: int, *, sample: int, rng: random.Random) -> tuple[float, float]:
+    """Seconds per key of single-key ``lookup`` over a random sample, and of one ``lookup_many`` of every key."""
+    keys = [_key(rng.randrange(rows)) for _ in range(sample)]
     began = time.perf_counter()
-    for key in sample:
+    for key in keys:
         if store.lookup(*key) is None:
             raise RuntimeError(f"stored key {key} not found")
-    lookup_s = (time.perf_counter() - began) / lookup_sample
+    single = (time.perf_counter() - began) / sample
     keys = [_key(i) for i in range(rows)]
     began = time.perf_counter()
     found = store.lookup_many(keys)
-    lookup_many_s = time.perf_counter() - began
+    many = (time.perf_counter() - began) / rows
     if any(row is None for row in found):
         raise RuntimeError("lookup_many missed a stored key")
-    del found, keys
+    return single, many
 
+
+def _time_puts(store: Any, first: int, count: int) -> float:
+    """Seconds per durable single-row put of rows ``first .. first + count - 1`` (compactions included)."""
     began = time.perf_counter()
-    for i in range(rows, rows + single_puts):
+    for i in range(first, first + count):
         store.put(_row(i))
-    put_s = (time.perf_counter() - began) / single_puts
-    parts = store._evaluations.part_count
-    del store
+    return (time.perf_counter() - began) / count
 
-    began = time.perf_counter()
-    reloaded = BenchmarkStore(str(folder))
-    load_s = time.perf_counter() - began
-    if reloaded.count() != rows + single_puts:
-        raise RuntimeError(f"reloaded store holds {reloaded.count()} rows, expected {rows + single_puts}")
-    disk = sum(p.stat().st_size for p in (folder / "evaluations").glob("*.parquet"))
-    return {"fill_s": fill_s, "lookup_s_per_key": lookup_s, "lookup_many_s": lookup_many_s,
-            "put_s_per_row": put_s, "load_s": load_s, "disk_bytes": disk, "parts": parts}  # fmt: skip
+
+def _stores(sizes: Sequence[int], *, folder: Path, lookup_sample: int, single_puts: int,
+            repeats: int) -> dict[int, dict[str, float]]:
+    """Fill one store per size, then time lookups and puts on all of them in interleaved rounds.
+
+    Within each round every size is measured once, so a change of the machine's load during the
+    measurement touches every size alike (medians over the rounds) rather than bending the slope.
+    """
+    from orchestrator.store import BenchmarkStore
+
+    stores, out = {}, {}
+    for rows in sizes:
+        stores[rows], fill_s = _fill(rows, folder / f"store-{rows}")
+        out[rows] = {"fill_s": fill_s}
+    per_round = max(1, single_puts // repeats)
+    timings: dict[int, dict[str, list[float]]] = {n: {"single": [], "many": [], "put": []} for n in sizes}
+    rng = random.Random(0)
+    for r in range(repeats):
+        for rows in sizes:
+            single, many = _time_lookups(stores[rows], rows, sample=lookup_sample, rng=rng)
+            timings[rows]["single"].append(single)
+            timings[rows]["many"].append(many)
+            timings[rows]["put"].append(_time_puts(stores[rows], rows + r * per_round, per_round))
+    for rows in sizes:
+        t = timings[rows]
+        out[rows].update(lookup_s_per_key=statistics.median(t["single"]), lookup_many_s_per_key=statistics.median(t["many"]),
+                         put_s_per_row=statistics.median(t["put"]), parts=stores[rows]._evaluations.part_count)  # fmt: skip
+    del stores
+    for rows in sizes:
+        began = time.perf_counter()
+        reloaded = BenchmarkStore(str(folder / f"store-{rows}"))
+        out[rows]["load_s"] = time.perf_counter() - began
+        if reloaded.count() != rows + repeats * per_round:
+            raise RuntimeError(f"reloaded store holds {reloaded.count()} rows, expected {rows + repeats * per_round}")
+        del reloaded
+        out[rows]["disk_bytes"] = sum(p.stat().st_size for p in (folder / f"store-{rows}" / "evaluations").glob("*.parquet"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,20 +238,28 @@ def _drive(searcher: Any, trials: int) -> float:
     return time.perf_counter() - began
 
 
-def _searcher_at(trials: int, *, folder: Path, repeats: int) -> dict[str, float]:
-    """Drive fresh random searchers through ``trials`` trials: the calls' time (median of ``repeats``, without
-    tracing), the memory one holds afterwards (a separate, traced drive), its save and restore."""
-    drives = []
+def _drive_seconds(counts: Sequence[int], *, repeats: int) -> dict[int, float]:
+    """Median seconds of driving a fresh random searcher through each count of trials (no tracing).
+
+    The counts are interleaved within each repeat, so a change of the machine's load during the
+    measurement touches every count alike rather than bending the slope.
+    """
+    seconds: dict[int, list[float]] = {n: [] for n in counts}
     for _ in range(repeats):
-        searcher = _random_searcher(trials, seed=0)
-        drives.append(_drive(searcher, trials))
+        for n in counts:
+            seconds[n].append(_drive(_random_searcher(n, seed=0), n))
+    return {n: statistics.median(v) for n, v in seconds.items()}
+
+
+def _searcher_at(trials: int, *, folder: Path, repeats: int) -> dict[str, float]:
+    """A random searcher driven through ``trials`` trials: the memory it holds afterwards (a traced drive),
+    then its save and restore (median of ``repeats``) and the state file's size."""
+    _drive(_random_searcher(2, seed=0), 2)  # imports and first-call caches: not the searcher's state
+    searcher = _random_searcher(trials, seed=0)
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    traced = _random_searcher(trials, seed=0)
-    _drive(traced, trials)
-    held = tracemalloc.get_traced_memory()[0] - before
+    _drive(searcher, trials)
+    held = tracemalloc.get_traced_memory()[0]  # what the drive allocated and is still alive
     tracemalloc.stop()
-    del traced
     path = folder / f"searcher-{trials}.json"
     saves, restores = [], []
     for _ in range(repeats):
@@ -231,7 +272,7 @@ def _searcher_at(trials: int, *, folder: Path, repeats: int) -> dict[str, float]
         restores.append(time.perf_counter() - began)
     if fresh.get_state() != searcher.get_state():
         raise RuntimeError("the restored searcher's state differs from the saved one")
-    return {"calls_s": statistics.median(drives), "save_s": statistics.median(saves), "restore_s": statistics.median(restores),
+    return {"save_s": statistics.median(saves), "restore_s": statistics.median(restores),
             "state_bytes": path.stat().st_size, "memory_bytes": max(held, 1)}  # fmt: skip
 
 
@@ -277,7 +318,7 @@ def _tune_at(trials: int, *, folder: Path) -> dict[str, float]:
 _FIGURES: dict[str, tuple[str, Callable[[int, dict[str, float]], float | None]]] = {
     "store_fill_s": ("store", lambda n, r: r["fill_s"]),
     "store_lookup_every_row_s": ("store", lambda n, r: r["lookup_s_per_key"] * n),
-    "store_lookup_many_every_row_s": ("store", lambda n, r: r["lookup_many_s"]),
+    "store_lookup_many_every_row_s": ("store", lambda n, r: r["lookup_many_s_per_key"] * n),
     "store_put_every_row_s": ("store", lambda n, r: r["put_s_per_row"] * n),
     "store_load_s": ("store", lambda n, r: r["load_s"]),
     "store_disk_bytes": ("store", lambda n, r: r["disk_bytes"]),
@@ -298,8 +339,12 @@ def _exponents(tables: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict
         rows = tables.get(table, {})
         sizes = sorted(rows)
         costs = [cost_of(n, rows[n]) for n in sizes]
-        exponent = growth_exponent(sizes, costs) if len(sizes) >= 2 else None
+        # The slope between the two largest sizes: how the cost grows where the work is large. Fixed costs
+        # (an fsync, a dict's power-of-two table) bend the slope at the small sizes either way; the
+        # least-squares slope over every size is kept beside it.
+        exponent = growth_exponent(sizes[-2:], costs[-2:]) if len(sizes) >= 2 else None
         out[figure] = {"sizes": sizes, "costs": costs, "exponent": exponent,
+                       "exponent_fit": growth_exponent(sizes, costs) if len(sizes) >= 2 else None,
                        "holds": exponent is None or exponent <= GOAL}  # fmt: skip
     return out
 
@@ -315,15 +360,16 @@ def scale(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None = None) -> 
     tables: dict[str, dict[int, dict[str, float]]] = {"store": {}, "searcher": {}, "tune": {}}
     load_avg = {}
     with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp:
-        for rows in size["rows"]:
-            tables["store"][rows] = _store_at(rows, folder=Path(tmp) / f"store-{rows}", seed=rows,
-                                              lookup_sample=size["lookup_sample"], single_puts=size["single_puts"])
-            r = tables["store"][rows]
+        tables["store"] = _stores(size["rows"], folder=Path(tmp), lookup_sample=size["lookup_sample"],
+                                  single_puts=size["single_puts"], repeats=size["repeats"])
+        for rows, r in tables["store"].items():
             hooks.progress(name, f"store {rows} rows: fill {r['fill_s']:.2f} s, lookup {r['lookup_s_per_key'] * 1e6:.1f} "
                                  f"us/key, put {r['put_s_per_row'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
         load_avg["store"] = os.getloadavg()[0]
+        calls = _drive_seconds(size["trials"], repeats=size["repeats"])
         for trials in size["trials"]:
-            tables["searcher"][trials] = _searcher_at(trials, folder=Path(tmp), repeats=size["repeats"])
+            tables["searcher"][trials] = {"calls_s": calls[trials],
+                                          **_searcher_at(trials, folder=Path(tmp), repeats=size["repeats"])}
             r = tables["searcher"][trials]
             hooks.progress(name, f"searcher {trials} trials: calls {r['calls_s']:.3f} s, save {r['save_s'] * 1e3:.1f} "
                                  f"ms, restore {r['restore_s'] * 1e3:.1f} ms, {r['state_bytes']} bytes")

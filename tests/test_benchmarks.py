@@ -132,3 +132,20 @@ def test_dynamic_epochs_run_from_one_to_the_final_epochs(bench, n, epochs, expec
 def test_dynamic_epochs_for_thirty_networks_are_monotone(bench):
     ks = bench.dynamic_epochs(30, 8)
     assert ks[0] == 1 and ks[-1] == 8 and ks == sorted(ks) and set(ks) == set(range(1, 9))
+
+
+def test_spread_gives_the_median_and_the_spread_of_rounds(bench):
+    got = bench.spread([3.0, 1.0, 2.0, 10.0])
+    assert got["median"] == 2.5 and got["min"] == 1.0 and got["max"] == 10.0 and got["rounds"] == 4
+    assert got["q1"] == 1.75 and got["q3"] == 4.75 and got["iqr"] == 3.0  # inclusive quartiles
+    assert got["values"] == [3.0, 1.0, 2.0, 10.0]  # in the order measured
+    one = bench.spread([0.9])
+    assert one["median"] == one["min"] == one["max"] == one["q1"] == one["q3"] == 0.9 and one["iqr"] == 0.0
+    with pytest.raises(ValueError, match="at least one value"):
+        bench.spread([])
+
+
+def test_every_registered_benchmark_is_listed_in_the_readme(bench):
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    missing = [name for name in bench.BENCHMARKS if f"### `{name}`" not in readme]
+    assert not missing, f"benchmarks/README.md has no section for {missing}"

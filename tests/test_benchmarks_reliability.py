@@ -82,6 +82,7 @@ def test_searcher_overhead_quick(bench, reliability):
             assert row["trials"] >= 2
             assert math.isclose(row["ratio"], row["facenas_s_per_trial"] / row["tune_random_s_per_trial"])
             assert 0 < row["searcher_share"] < 1 and set(row["searcher_calls_s_per_trial"]) >= {"suggest", "save"}
+            assert 0 < row["concurrency"] <= 2.05 and 0 < row["concurrency_tune_random"] <= 2.05  # 2 CPUs, 1 each
         spread = figures["ratio"]
         assert spread["rounds"] == 3 and spread["min"] <= spread["median"] == figures["median_ratio"] <= spread["max"]
         assert sorted(spread["values"]) == sorted(r["ratio"] for r in rows)

@@ -65,8 +65,9 @@ def test_scale_quick_has_every_figure(bench, scale_bench):
         exponent = figure["exponent"]
         if exponent is not None:
             assert figure["holds"] == (exponent <= scale_bench.GOAL)
-            expected = scale_bench.growth_exponent(figure["sizes"], figure["costs"])
+            expected = scale_bench.growth_exponent(figure["sizes"][-2:], figure["costs"][-2:])
             assert math.isclose(exponent, expected)
+            assert math.isclose(figure["exponent_fit"], scale_bench.growth_exponent(figure["sizes"], figure["costs"]))
     assert detail["store"]["3200"]["disk_bytes"] > detail["store"]["200"]["disk_bytes"] > 0
     assert detail["searcher"]["800"]["state_bytes"] > detail["searcher"]["50"]["state_bytes"]
     assert result["value"] == max(detail["exponents"].values())
