@@ -130,6 +130,8 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, dashbo
     where = f"local Ray with {cpus} CPUs on 127.0.0.1"
     if dashboard and getattr(ctx, "dashboard_url", None):
         where += f"; dashboard at http://{ctx.dashboard_url}"
+        if os.environ.get("RAY_AUTH_MODE", "token") == "token":  # Ray's token authentication: on by default
+            where += " (it asks for the token `ray get-auth-token` prints)"
         metrics = _metrics_url()
         if metrics:
             where += f"; metrics at {metrics}"

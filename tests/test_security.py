@@ -165,7 +165,7 @@ def test_start_ray_asks_for_loopback_and_keeps_auth(monkeypatch):
     assert seen["_node_ip_address"] == "127.0.0.1" and seen["dashboard_host"] == "127.0.0.1"
     assert seen["address"] == "local" and "127.0.0.1" in line
     assert "RAY_AUTH_MODE" not in os.environ and "_system_config" not in seen
-    assert "; dashboard at http://127.0.0.1:8265" in line
+    assert "; dashboard at http://127.0.0.1:8265 (it asks for the token `ray get-auth-token` prints)" in line
 
 
 def test_attaching_says_where_the_clusters_own_dashboard_is(monkeypatch):
