@@ -5,7 +5,6 @@ Fast tests train nothing or one tiny supernet; the two that start Ray are marked
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -15,28 +14,21 @@ from typing import Any
 
 import pytest
 
+from tests.benchmark_modules import load_benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"oneshot_eval_throughput", "mnus_step_overhead", "train_scaling_2w"}
 TINY_DATA = {"name": "faces3d", "image_size": 32, "n_train": 32, "n_val": 6, "n_test": 3, "seed": 0}
 
 
-def _load(stem: str, name: str) -> Any:
-    # By path: benchmarks/ is a folder of scripts, not an installed package.
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def bench() -> Any:
-    return _load("run", "facenas_benchmarks_run_under_test")
+    return load_benchmark_module("run", "facenas_benchmarks_run_under_test")
 
 
 @pytest.fixture
 def monas() -> Any:
-    return _load("monas_bench", "facenas_benchmarks_monas_under_test")
+    return load_benchmark_module("monas_bench", "facenas_benchmarks_monas_under_test")
 
 
 def _hooks(monas: Any, bench: Any | None = None) -> Any:
@@ -48,7 +40,7 @@ def _hooks(monas: Any, bench: Any | None = None) -> Any:
 
 
 def _spread() -> Any:
-    return _load("run", "facenas_benchmarks_run_for_spread").spread
+    return load_benchmark_module("run", "facenas_benchmarks_run_for_spread").spread
 
 
 # -- registration --------------------------------------------------------------------------------------

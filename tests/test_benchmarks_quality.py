@@ -6,9 +6,7 @@ tests pin what the benchmark reads, how it aggregates seeds and when it holds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +14,17 @@ import pandas as pd
 import pytest
 
 from orchestrator.config import parse_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(stem: str, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_modules import load_benchmark_module
 
 
 @pytest.fixture
 def quality():
-    return _load("quality_bench", "facenas_benchmarks_quality_test")
+    return load_benchmark_module("quality_bench", "facenas_benchmarks_quality_test")
 
 
 @pytest.fixture
 def bench():
-    return _load("run", "facenas_benchmarks_run_quality_test")
+    return load_benchmark_module("run", "facenas_benchmarks_run_quality_test")
 
 
 def test_quality_group_runs_its_registered_benchmarks(bench, monkeypatch, tmp_path):

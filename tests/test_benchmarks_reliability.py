@@ -6,34 +6,24 @@ shape and consistency, not for the goal (timings on a shared 2-core machine are 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_modules import load_benchmark_module
+
 NAMES = {"searcher_overhead", "store_throughput", "store_lookups"}
-
-
-def _load(stem: str, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench() -> Any:
-    return _load("run", "facenas_benchmarks_run_under_test_rel")
+    return load_benchmark_module("run", "facenas_benchmarks_run_under_test_rel")
 
 
 @pytest.fixture(scope="module")
 def reliability() -> Any:
-    return _load("reliability_bench", "facenas_benchmarks_reliability_under_test")
+    return load_benchmark_module("reliability_bench", "facenas_benchmarks_reliability_under_test")
 
 
 def _hooks(reliability: Any, bench: Any) -> Any:

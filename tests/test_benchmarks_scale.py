@@ -6,33 +6,22 @@ the exponents' consistency with the costs, not the goal (timings on a shared 2-c
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(stem: str, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_modules import load_benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench() -> Any:
-    return _load("run", "facenas_benchmarks_run_under_test_scale")
+    return load_benchmark_module("run", "facenas_benchmarks_run_under_test_scale")
 
 
 @pytest.fixture(scope="module")
 def scale_bench() -> Any:
-    return _load("scale_bench", "facenas_benchmarks_scale_under_test")
+    return load_benchmark_module("scale_bench", "facenas_benchmarks_scale_under_test")
 
 
 def test_growth_exponent_reads_linear_quadratic_and_flat(scale_bench):
@@ -47,7 +36,7 @@ def test_growth_exponent_reads_linear_quadratic_and_flat(scale_bench):
 def test_run_py_registers_scale(bench):
     assert bench.BENCHMARKS["scale"].__name__ == "scale"
     with pytest.raises(ValueError, match="already registered"):
-        _load("scale_bench", "facenas_benchmarks_scale_twice").install(
+        load_benchmark_module("scale_bench", "facenas_benchmarks_scale_twice").install(
             bench.register, progress=bench._progress, ray_env=bench._ray_env, local_ray=bench._local_ray)
 
 
