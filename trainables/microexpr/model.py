@@ -249,7 +249,7 @@ class Attention3d(nn.Module):
     ``F`` and are *added*, as Eq. 4 writes them, so the multiplier lies in ``(0, 2)`` and is about 1 at
     initialisation. (CBAM applies the two gates one after the other, ``F * M_c * M_s``, which scales
     every cell's output by about 1/4 at initialisation; stacked six times without a shortcut that made
-    the decoded networks fail to fit their training folds: see ``tests/test_rnas_fit.py``.)
+    the decoded networks fail to fit their training folds: see ``tests/trainables/microexpr/test_fit.py``.)
     """
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
