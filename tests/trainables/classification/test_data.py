@@ -56,7 +56,7 @@ def package_ds(request: pytest.FixtureRequest) -> ImageDataset:
 
 
 def test_registry_names() -> None:
-    assert dataset_names() == ["cifar10", "digits", "lfw_faces", "mnist"]
+    assert dataset_names() == ["cifar10", "cluttered_digits", "digits", "lfw_faces", "mnist"]
     assert dataset_names() == DATASETS.names()
 
 
