@@ -46,6 +46,7 @@ TRIAL_CLASS = "ImplicitFunc"  # the actor class Tune wraps a function trainable 
 TRIAL_REPR = "evaluate_candidate"  # its repr: the trainable's name (the Actors page's Repr column)
 WATCH_S = 600  # the poller gives up after this long (the run itself takes 1-3 minutes)
 METRICS_S = 120  # Ray's metrics agent exports every few seconds; this is the most we wait
+DASHBOARD_UP_S = 180  # the most the search waits for the dashboard's APIs to answer
 
 
 def _dashboard_extra() -> None:
@@ -208,6 +209,16 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
         line = start_ray(*args, **kwargs)
         found = re.search(r"dashboard at (http://127\.0\.0\.1:\d+)", line)
         watcher.base = found.group(1) if found else None
+        # The search starts once the dashboard answers: on an idle machine a short search otherwise ends
+        # before the dashboard process has started (CI saw it: nothing to look at while trials ran).
+        deadline = time.monotonic() + DASHBOARD_UP_S
+        while watcher.base is not None and time.monotonic() < deadline:
+            try:
+                _get(f"{watcher.base}/api/jobs/")
+                _actors(watcher.base)
+                break
+            except (OSError, ValueError, KeyError):  # not listening yet, or answering before its data
+                time.sleep(0.5)
         return line
 
     monkeypatch.setattr(runtime, "start_ray", started)
