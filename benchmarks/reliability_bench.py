@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -370,10 +370,10 @@ def _raw_fsync_rate(folder: Path, batches: int, batch: int) -> float:
     return batches * batch / (time.perf_counter() - started)
 
 
-def store_throughput(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Durable batched rows/s (8 clients); single-row puts/s in the detail."""
-    name = "store_throughput"
-    size = _size(name, quick, sizes)
+@contextlib.contextmanager
+def _prefilled_store(hooks: Hooks, prefill: int) -> Iterator[tuple[Any, Any, Any, str]]:
+    """A fresh local Ray and benchmark store holding ``prefill`` rows, and the client task with its
+    ``_CLIENTS`` workers warmed up: ``(ray, task, store, tmp)``, ``tmp`` the folder the store lives in."""
     hooks.ray_env()
     with hooks.local_ray(2), tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp:
         import ray
@@ -383,8 +383,16 @@ def store_throughput(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None 
         _ship_by_value()
         task = ray.remote(num_cpus=0.1, max_retries=0)(_client_task)
         store = StoreClient.start(str(Path(tmp) / "benchmark"))
-        store.put_many([_row(0, i, "pre") for i in range(size["prefill"])])
+        store.put_many([_row(0, i, "pre") for i in range(prefill)])
         ray.get([task.remote(store, {"kind": "noop", "client": c}, 0.0) for c in range(_CLIENTS)])  # warm workers
+        yield ray, task, store, tmp
+
+
+def store_throughput(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Durable batched rows/s (8 clients); single-row puts/s in the detail."""
+    name = "store_throughput"
+    size = _size(name, quick, sizes)
+    with _prefilled_store(hooks, size["prefill"]) as (ray, task, store, tmp):
 
         rows = _CLIENTS * size["batches"] * size["batch"]
         batch_s = _concurrent(ray, task, store, [
@@ -436,17 +444,7 @@ def store_lookups(quick: bool, *, hooks: Hooks, sizes: dict[str, Any] | None = N
     """
     name, goal = "store_lookups", 5000.0
     size = _size(name, quick, sizes)
-    hooks.ray_env()
-    with hooks.local_ray(2), tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp:
-        import ray
-
-        from orchestrator.store import StoreClient
-
-        _ship_by_value()
-        task = ray.remote(num_cpus=0.1, max_retries=0)(_client_task)
-        store = StoreClient.start(str(Path(tmp) / "benchmark"))
-        store.put_many([_row(0, i, "pre") for i in range(size["prefill"])])
-        ray.get([task.remote(store, {"kind": "noop", "client": c}, 0.0) for c in range(_CLIENTS)])  # warm workers
+    with _prefilled_store(hooks, size["prefill"]) as (ray, task, store, tmp):
         batched, single = [], []
         for r in range(size["rounds"]):
             keys = _CLIENTS * (size["keys"] // size["batch"]) * size["batch"]
