@@ -1,6 +1,6 @@
 """``facenas run CONFIG --dashboard`` seen in a real browser, and facenas's own Ray metrics scraped.
 
-One tiny random search (4 one-epoch candidates on digits) runs through the CLI with ``--dashboard``: the
+One tiny random search (4 three-epoch candidates on digits) runs through the CLI with ``--dashboard``: the
 embedded Ray serves its dashboard on 127.0.0.1 and the CLI prints the URL. While the trials run, a poller
 reads the dashboard's JSON APIs (the data its pages show) and, once the job, the benchmark-store actor and
 the trials' actors are there, headless Chromium (Debian's package, as in tests/test_report.py) renders the
@@ -35,11 +35,11 @@ CONFIG = {
     "seed": 0,
     "data": {"dataset": "digits", "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
     "space": {"name": "global", "d_min": 3, "d_max": 4, "w_min": 8, "w_max": 12, "w_step": 4},
-    "searcher": {"name": "random", "num_samples": CANDIDATES, "epochs": 10},
+    "searcher": {"name": "random", "num_samples": CANDIDATES, "epochs": 3},
     "training": {"batch_size": 16, "lr": 0.025, "momentum": 0.9, "weight_decay": 0.0003, "train_workers": 1},
-    # One trial at a time: Tune reuses one actor for all of them, alive for the whole search, which leaves
-    # the browser time to render it while it runs. At 3 epochs a fresh CI machine finished the search in
-    # 23 s, before the dashboard had started: 10 epochs keep the trials running for about a minute.
+    # One trial at a time: Tune reuses one actor for all of them, alive for the whole search. The driver
+    # holds the first trial at its first result until the browser has looked (see the test), so the
+    # trials' length does not matter: a fresh CI machine once ran a 10-epoch search before the look.
     "resources": {"cpus_per_trial": 1, "max_failures": 0, "max_concurrent_trials": 1},
 }
 TRIAL_CLASS = "ImplicitFunc"  # the actor class Tune wraps a function trainable in (ray 2.60)
@@ -101,6 +101,8 @@ class _Watcher:
         self.seen: dict[str, Any] = {}
         self.errors: list[str] = []
         self.done = threading.Event()
+        self.looked = threading.Event()  # set once the watcher is done looking (seen it all, or gave up)
+        self.last: dict[str, Any] = {}  # what the last poll found (the failure message shows it)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
@@ -119,6 +121,8 @@ class _Watcher:
                 time.sleep(1.0)
         except Exception as exc:  # reported by the test, not lost in the thread
             self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.looked.set()
 
     def _look(self) -> bool:
         """True once the browser has seen the job, the store actor and running trials."""
@@ -129,6 +133,8 @@ class _Watcher:
         job = next((j for j in jobs if str(j.get("driver_info", {}).get("pid")) == str(os.getpid())), None)
         store = [a for a in actors if a.get("name") == self.store_name and a["state"] == "ALIVE"]
         trials = [a for a in actors if a["class_name"] == TRIAL_CLASS and a["state"] == "ALIVE"]
+        self.last = {"job": job and job["status"], "store_alive": len(store), "trials_alive": len(trials),
+                     "jobs": len(jobs), "actors": len(actors)}
         if not (job and job["status"] == "RUNNING" and store and trials):
             return False
         self.seen["api"] = {"job": job["job_id"], "store": store[0]["actor_id"],
@@ -195,7 +201,7 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
     _dashboard_extra()
     import ray
 
-    from orchestrator import cli, runtime
+    from orchestrator import cli, ray_metrics, runtime
     from orchestrator.store import StoreClient
 
     storage = tmp_path / "runs"
@@ -221,7 +227,16 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
                 time.sleep(0.5)
         return line
 
+    def held(self: Any, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        # The driver holds the search at a trial's first result until the watcher has looked: the trial's
+        # actor, the job and the store actor are alive meanwhile, so the look does not race the trials
+        # (CI's idle machine once ran the whole search before the watcher's first complete poll).
+        holds.append(watcher.looked.wait(WATCH_S))
+
+    holds: list[bool] = []
+
     monkeypatch.setattr(runtime, "start_ray", started)
+    monkeypatch.setattr(ray_metrics.RayMetrics, "on_trial_result", held, raising=False)
     monkeypatch.setattr(runtime, "stop_ray", lambda: None)  # keep the cluster up to scrape it after the run
     watcher.start()
     code = cli.main(["run", str(config), "--dashboard", "--storage", str(storage)])
@@ -235,7 +250,9 @@ def test_dashboard_shows_the_search_and_ray_exports_its_metrics(tmp_path, capsys
     assert re.search(rf"^local Ray .*; dashboard at http://127\.0\.0\.1:\d+; metrics at http://127\.0\.0\.1:{port}/metrics$",
                      out, flags=re.M), out
     assert not watcher.errors, watcher.errors
-    assert "api" in watcher.seen, f"the dashboard's APIs never showed the job, the store actor and running trials: {out}"
+    assert holds and all(holds), f"the driver's hold at a trial's result never ran or timed out: {holds}"
+    assert "api" in watcher.seen, (
+        f"the dashboard's APIs never showed the job, the store actor and running trials: last poll {watcher.last}: {out}")
     assert watcher.seen["problems"] == [], (watcher.seen["api"], watcher.seen["problems"])
     for png in (watcher.seen["actors_png"], watcher.seen["jobs_png"]):
         assert png.stat().st_size > 10_000, png  # a rendered page, not a blank one
