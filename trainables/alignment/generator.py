@@ -78,7 +78,12 @@ _RENDER_FACTOR = 2  # render grid = 2x the UV map per side: about 2 samples per 
 _CHUNK = 64  # images rendered together; fixed, because the noise of a chunk is drawn from its own seed
 _FILL_RANGE = (0.55, 0.72)  # generator: longer landmark-box side / image side (1 / 1.8 .. 1 / 1.4)
 _SPLIT_FACES = {"train": (0, 60), "val": (60, 75), "test": (75, 100)}  # slices of a seeded permutation
-_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# Random streams: numpy.random.default_rng([seed, SALT, ...]) with the dataset's seed first.
+_SPLIT_FACES_SALT = 99  # the permutation of the 100 LFW faces that _SPLIT_FACES cuts into the splits' textures
+# A split's salt: its sample parameters draw from [seed, salt], the noise of the chunk of rows from r on from
+# [seed, salt, r]. SeedSequence pads entropy with zero words, so chunk 0's noise stream is the parameters'
+# stream; kept, because another stream would change every faces3d image (and need a _GENERATOR_VERSION bump).
+_SPLIT_SALTS = {"train": 0, "val": 1, "test": 2}
 _BACKGROUND_PHOTOS = (
     "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins", "moon", "page",
     "clock", "text", "hubble_deep_field", "immunohistochemistry",
@@ -697,20 +702,20 @@ def _generator_identity(image_size: int, seed: int) -> dict[str, Any]:
 
 def _split_faces(part: str, seed: int) -> np.ndarray:
     """The LFW faces (indices into the 100) whose textures a split uses; disjoint across splits."""
-    return np.random.default_rng([seed, 99]).permutation(100)[slice(*_SPLIT_FACES[part])]
+    return np.random.default_rng([seed, _SPLIT_FACES_SALT]).permutation(100)[slice(*_SPLIT_FACES[part])]
 
 
 def _generate_split(part: str, n: int, image_size: int, seed: int) -> AlignmentSplit:
     """Draw the parameters of ``n`` samples from the split's own seed, then render them in chunks."""
-    code = _SPLIT_CODES[part]
+    salt = _SPLIT_SALTS[part]
     faces = _split_faces(part, seed)
-    params = _sample_params(np.random.default_rng([seed, code]), n, faces, len(_backgrounds(image_size)))
+    params = _sample_params(np.random.default_rng([seed, salt]), n, faces, len(_backgrounds(image_size)))
     images = np.empty((n, 3, image_size, image_size), dtype=np.float32)
     uv_maps = np.empty_like(images)
     landmarks = np.empty((n, NUM_LANDMARKS, 3), dtype=np.float32)
     for start in range(0, n, _CHUNK):
         rows = slice(start, min(start + _CHUNK, n))
-        noise_rng = np.random.default_rng([seed, code, start])
+        noise_rng = np.random.default_rng([seed, salt, start])
         images[rows], uv_maps[rows], landmarks[rows], _ = _render_chunk(
             _take(params, rows), image_size, noise_rng
         )

@@ -95,7 +95,10 @@ SAMPLERS: dict[str, Callable[[MultipathSpace, int, np.random.Generator], list[An
 }
 _EVAL_BATCH = 64  # no activations kept for backward: a larger batch is cheap
 _STATE_KEYS = ("epoch", "model", "optimizer", "metrics")
-_SHUFFLE_TAG, _RECALIBRATION_TAG = 1, 2  # third seed word: streams distinct from the children's (seed, step)
+# Random streams. The children of step s draw from default_rng((seed, s)); the others carry a third seed
+# word, non-zero because SeedSequence pads entropy with zeros ((seed, s) is (seed, s, 0)).
+_SHUFFLE_SALT = 1  # (seed, epoch, salt): the order of the training images in that epoch
+_RECALIBRATION_SALT = 2  # (seed, 0, salt): the train images that recalibrate a child's batch norms
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ def _recalibrated(
 
 def _recalibration_batches(train: torch.Tensor, count: int, batch: int, seed: int) -> list[torch.Tensor]:
     """``count`` batches of ``batch`` train images, the same for every child (a fair comparison)."""
-    order = np.random.default_rng((seed, 0, _RECALIBRATION_TAG)).permutation(len(train))
+    order = np.random.default_rng((seed, 0, _RECALIBRATION_SALT)).permutation(len(train))
     index = torch.as_tensor(order[: count * batch], device=train.device)
     return [train[index[s : s + batch]] for s in range(0, len(index), batch) if len(index[s : s + batch]) > 1]
 
@@ -408,7 +411,7 @@ def _fit(
 
     metrics: dict[str, Any] = {}
     for epoch in range(start, settings.epochs + 1):
-        order = np.random.default_rng((settings.seed, epoch, _SHUFFLE_TAG)).permutation(n)
+        order = np.random.default_rng((settings.seed, epoch, _SHUFFLE_SALT)).permutation(n)
         shard = order[comm.rank : n // comm.world * comm.world : comm.world]  # step s of all ranks = one batch
         began = time.perf_counter()
         loss_sum, count, children_digest = _train_epoch(

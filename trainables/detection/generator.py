@@ -50,6 +50,9 @@ __all__ = ["DOMAINS", "DomainSpec", "domain_names", "load_detection_domain", "of
 
 # Bump when generation changes: dataset_ids (and the benchmark rows keyed by them) then change too.
 _GENERATOR_VERSION = 1
+# Random streams of a (domain, seed) dataset, all from its entropy words (_entropy): image i draws from the
+# i-th child that SeedSequence(entropy) spawns; the split draws from the entropy plus this salt.
+_SPLIT_ORDER_SALT = 1  # the permutation of the images that is cut into train, val and test
 _BACKGROUND_PHOTOS = (
     "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins", "moon", "page", "clock", "text",
     "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "cell",
@@ -351,11 +354,17 @@ def _make_image(rng: np.random.Generator, spec: DomainSpec, size: int) -> tuple[
     return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32), array
 
 
+def _entropy(domain: str, seed: int) -> list[int]:
+    """The seed words of a (domain, seed) dataset: the seed, the generator's version, and a word of the domain
+    name's SHA-256 (so two domains of one seed draw independent images)."""
+    return [seed, _GENERATOR_VERSION, int.from_bytes(hashlib.sha256(domain.encode()).digest()[:4], "little")]
+
+
 @functools.lru_cache(maxsize=16)  # 200 images of 64x64 take 10 MB
 def _generate(domain: str, seed: int, image_size: int, n_images: int) -> DetectionDataset:
     spec = DOMAINS[domain]
     # One child stream per image: image i does not depend on n_images, so datasets nest.
-    entropy = [seed, _GENERATOR_VERSION, int.from_bytes(hashlib.sha256(domain.encode()).digest()[:4], "little")]
+    entropy = _entropy(domain, seed)
     streams = np.random.SeedSequence(entropy).spawn(n_images)
     made = [_make_image(np.random.default_rng(s), spec, image_size) for s in streams]
     images = np.stack([m[0] for m in made])  # (N, 3, S, S)
@@ -363,7 +372,7 @@ def _generate(domain: str, seed: int, image_size: int, n_images: int) -> Detecti
     boxes = tuple(m[1] for m in made)
     for b in boxes:
         b.setflags(write=False)
-    order = np.random.default_rng(np.random.SeedSequence([*entropy, 1])).permutation(n_images)
+    order = np.random.default_rng(np.random.SeedSequence([*entropy, _SPLIT_ORDER_SALT])).permutation(n_images)
     n_train, n_val, _ = split_sizes(n_images)
     cuts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     parts = {k: DetectionSplit(images=images[np.sort(v)], boxes=tuple(boxes[i] for i in np.sort(v))) for k, v in cuts.items()}

@@ -56,6 +56,11 @@ __all__ = [
 CLASS_NAMES = ("negative", "positive", "surprise")  # MEGC-2019 composite classes
 MICROEXPR_DATASETS = ("microexpr", "mer_folder")
 _GENERATOR_VERSION = 2
+# Random streams: numpy.random.default_rng([seed, SALT]). Both exceed the 1,000 epochs the loops of
+# trainables.microexpr.train are built for (their flip seeds), so the loops' batches, drawn from
+# [seed, epoch], never share a stream with them.
+_SUBJECT_SPLIT_SALT = 4099  # subject_split: the order of the subjects that is cut into Train A and Train B
+_GENERATOR_SALT = 2023  # make_microexpr: the identities, their geometry, classes and every clip's motion and noise
 # MEGC-2019: positive = happiness; negative = the CASME-II/SAMM negative emotions; surprise.
 EMOTION_CLASSES: dict[str, int] = {
     "happiness": 1, "happy": 1, "positive": 1,
@@ -138,7 +143,7 @@ def subject_split(subjects: np.ndarray, seed: int, fraction: float = 0.5) -> tup
     unique = np.unique(subjects)
     if len(unique) < 2:
         raise ValueError("a subject split needs at least two subjects")
-    order = np.random.default_rng([seed, 4099]).permutation(unique)
+    order = np.random.default_rng([seed, _SUBJECT_SPLIT_SALT]).permutation(unique)
     cut = min(len(unique) - 1, max(1, int(round(fraction * len(unique)))))
     rows = np.arange(len(subjects))
     in_a = np.isin(subjects, order[:cut])
@@ -227,7 +232,7 @@ def make_microexpr(*, subjects: int = 12, episodes: int = 6, frames: int = 8, im
     """Generate the ``microexpr`` set (see the module docstring); the same arguments give the same clips."""
     _check_generator(subjects=subjects, episodes=episodes, frames=frames, image_size=image_size,
                      max_motion=max_motion, noise=noise)
-    rng = np.random.default_rng([seed, 2023])
+    rng = np.random.default_rng([seed, _GENERATOR_SALT])
     faces = _resized_faces(image_size)
     chosen = rng.permutation(len(faces))[:subjects]  # distinct identities
     clips, labels, owners, names = [], [], [], []
