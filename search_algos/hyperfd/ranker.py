@@ -57,6 +57,12 @@ if TYPE_CHECKING:  # annotations only: never executed, so importing this module 
 
 __all__ = ["PerformanceRanker", "RankerSettings"]
 
+# Random streams: numpy.random.default_rng([seed, SALT, counter]) with the ranker's seed first and a counter
+# that the ranker's state carries (so a restored ranker draws what the original would have).
+_EXPLORE_SALT = 7  # suggest, per task seen: the configs drawn from the ranker's top half
+_BATCH_SALT = 11  # _step, per step: the datasets and configs of the batch
+_DROPOUT_SALT = 13  # _seeded, per step: the seed of torch's generator while a step runs (dropout masks)
+
 
 @dataclass(frozen=True)
 class RankerSettings:
@@ -272,7 +278,7 @@ class PerformanceRanker:
         exploit = max(1, budget - int(math.floor(self.settings.explore_ratio * budget)))
         chosen = order[:exploit]
         rest = order[exploit : max(len(keys) // 2, budget)]
-        rng = np.random.default_rng([self.seed, 7, self.tasks_seen])
+        rng = np.random.default_rng([self.seed, _EXPLORE_SALT, self.tasks_seen])
         extra = rng.choice(len(rest), size=budget - exploit, replace=False) if budget > exploit else []
         return chosen + [rest[int(i)] for i in sorted(extra)]
 
@@ -369,7 +375,7 @@ class PerformanceRanker:
         # Dropout draws from torch's global generator: fork it and seed by (seed, step), so a restored
         # ranker continues bit-identically and nobody else's random stream is disturbed.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.default_rng([self.seed, 13, self.steps]).integers(2**62)))
+            torch.manual_seed(int(np.random.default_rng([self.seed, _DROPOUT_SALT, self.steps]).integers(2**62)))
             return fn(*args)
 
     def _transform_and_step(self, current: dict[str, Any]) -> float:
@@ -423,7 +429,7 @@ class PerformanceRanker:
     def _step(self, current: dict[str, Any] | None) -> float:
         """One Adam step on a batch mixing S_offline : S_past : S (Table 6), plus the SI term."""
         import torch
-        rng = np.random.default_rng([self.seed, 11, self.steps])
+        rng = np.random.default_rng([self.seed, _BATCH_SALT, self.steps])
         self.steps += 1
         weights = np.array(self.settings.mix, dtype=np.float64)
         if not self.past:
