@@ -166,7 +166,7 @@ def test_acknowledged_batches_survive_store_kills_once_on_disk(ray_local, tmp_pa
     from ray import tune
 
     from orchestrator.store import StoreClient
-    from tests.test_store import _kill_and_wait_for_restart
+    from tests.orchestrator.test_store import _kill_and_wait_for_restart
 
     root = tmp_path / "benchmark"
     client = StoreClient.start(str(root))

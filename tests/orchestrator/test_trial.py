@@ -6,13 +6,14 @@ function appends to the same log, so the order of store writes and reports is vi
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pytest
 
 from orchestrator.store import BenchmarkStore, protocol_of
-from orchestrator.trial import StoreKey, TrialSequence, require_finite
+from orchestrator.trial import StoreKey, TrialSequence, lookup, require_finite
 
 TRAINING = {"lr": 0.025, "batch_size": 16}
 CONFIG = {"arch": {"d": 3}, "epochs": 2, "training": TRAINING}
@@ -199,3 +200,19 @@ def test_no_key_reports_without_the_store_and_shown_and_stored_shape_the_reports
     # a stored row the method cannot use (accept fails) is trained again
     outcome = _sequence(store, log, accept=lambda m: "predicted" in m).run(_two_epochs([]))
     assert outcome == "ok" and [kind for kind, _ in log] == ["report", "put", "report"]
+
+
+class _FakeStore:
+    def __init__(self, row):
+        self.row = row
+
+    def lookup(self, *key):
+        return self.row
+
+
+def test_a_stored_result_of_another_training_protocol_is_not_served():
+    row = {"config": json.dumps({"arch": {}, "epochs": 3, "training": {"lr": 0.025}}), "metrics": {"val_acc": 90.0}}
+    key = StoreKey("global", "k", "d", 3, 0)
+    assert lookup(_FakeStore(row), key, training={"lr": 0.025}) is row
+    assert lookup(_FakeStore(row), key, training={"lr": 0.1}) is None
+    assert lookup(_FakeStore(None), key, training={"lr": 0.025}) is None

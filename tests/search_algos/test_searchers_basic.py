@@ -1,16 +1,13 @@
-"""Unit tests (no Ray runtime) of the random, fixed and RNAS-MER Optuna searchers, results helpers and RI."""
+"""Unit tests (no Ray runtime) of the random, fixed and RNAS-MER Optuna searchers and their scores."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 
-from orchestrator.methods.global_nas import relative_improvement
-from orchestrator.results import pick_best
 from search_algos.base import score_of
 from search_algos.fixed import FixedArchSearcher
 from search_algos.random_search import RandomArchSearcher
@@ -202,56 +199,3 @@ def test_score_maps_failures_to_minus_infinity(result, error, expected):
     assert score_of(result, "val_acc", "max", error=error) == expected
     if expected != -math.inf:
         assert score_of(result, "val_acc", "min") == -expected
-
-
-def _frame(rows):
-    base = {"status": "ok", "params": 10, "arch_key": "k", "test_acc": 0.0}
-    return pd.DataFrame([{**base, **r} for r in rows])
-
-
-def test_pick_best_skips_failures_and_breaks_ties_deterministically():
-    frame = _frame([
-        {"value": 95.0, "params": 500, "arch_key": "b"},
-        {"value": 95.0, "params": 100, "arch_key": "c"},
-        {"value": 99.0, "status": "failed"},
-        {"value": float("nan")},
-        {"value": 95.0, "params": 100, "arch_key": "a"},
-    ])
-    assert pick_best(frame, mode="max")["arch_key"] == "a"
-    assert pick_best(_frame([{"value": 1.0, "status": "failed"}]), mode="max") is None
-
-
-def test_relative_improvement_matches_the_paper_formula():
-    searched = _frame([{"value": 96.0, "test_acc": 95.0}])
-    random = _frame([{"value": 90.0, "test_acc": 88.0}, {"value": 92.0, "test_acc": 92.0}, {"value": 0.0, "status": "failed"}])
-    ri = relative_improvement(searched, random)
-    assert ri["ri"] == pytest.approx(100 * (95.0 - 90.0) / 90.0)
-    assert ri["ri_val"] == pytest.approx(100 * (96.0 - 91.0) / 91.0)
-    assert ri["random_evaluations"] == 2
-
-
-def test_relative_improvement_uses_the_mean_over_the_searched_networks_seeds():
-    searched = _frame([{"value": 96.0, "test_acc": 95.0}, {"value": 94.0, "test_acc": 91.0}])
-    random = _frame([{"value": 90.0, "test_acc": 92.0}])
-    ri = relative_improvement(searched, random)
-    assert ri["ri"] == pytest.approx(100 * (93.0 - 92.0) / 92.0)
-    assert ri["ri_val"] == pytest.approx(100 * (95.0 - 90.0) / 90.0)
-    assert ri["searched_test_accs"] == [95.0, 91.0]
-
-
-class _FakeStore:
-    def __init__(self, row):
-        self.row = row
-
-    def lookup(self, *key):
-        return self.row
-
-
-def test_a_stored_result_of_another_training_protocol_is_not_served():
-    from orchestrator.trial import StoreKey, lookup
-
-    row = {"config": json.dumps({"arch": {}, "epochs": 3, "training": {"lr": 0.025}}), "metrics": {"val_acc": 90.0}}
-    key = StoreKey("global", "k", "d", 3, 0)
-    assert lookup(_FakeStore(row), key, training={"lr": 0.025}) is row
-    assert lookup(_FakeStore(row), key, training={"lr": 0.1}) is None
-    assert lookup(_FakeStore(None), key, training={"lr": 0.025}) is None

@@ -43,7 +43,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRIC = "score"
 _INVALID = {"nan": math.nan, "+inf": math.inf, "-inf": -math.inf}
 _KINDS = ("nan", "+inf", "-inf", "raise")

@@ -22,7 +22,7 @@ from search_algos.durable import (
     write_text_durable,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _left_over(folder: Path) -> list[str]:

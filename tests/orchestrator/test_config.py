@@ -10,7 +10,7 @@ import yaml
 from orchestrator.config import ExperimentConfig, apply_overrides, load_config, parse_config
 from orchestrator.errors import UserError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
