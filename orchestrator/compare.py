@@ -53,7 +53,7 @@ def read_figures(run_dir: str | Path) -> RunFigures:
     frame = pd.read_parquet(paths.results)
     frame = frame[frame["metric"] == best["metric"]]  # architecture evaluations (not a supernet's val_loss)
     seconds = 0.0
-    for marker in paths.root.glob("*/stage.json"):
+    for marker in paths.stage_markers():
         try:
             seconds += float(json.loads(marker.read_text()).get("seconds", 0.0))
         except (OSError, ValueError):

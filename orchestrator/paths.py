@@ -21,10 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CONFIG_FILE", "STORE_DIR", "RunPaths"]
+__all__ = ["CONFIG_FILE", "STAGE_EVALUATIONS", "STAGE_MARKER", "STORE_DIR", "RunPaths"]
 
 STORE_DIR = "benchmark"  # <storage>/benchmark: the shared store, beside the runs
 CONFIG_FILE = "config.yaml"
+STAGE_MARKER = "stage.json"  # <stage>/stage.json: written last, when the stage has finished
+STAGE_EVALUATIONS = "evaluations.parquet"  # <stage>/evaluations.parquet: a finished stage's rows
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,25 @@ class RunPaths:
         """The stage's folder (Tune's experiment)."""
         return self.root / stage
 
+    def stage_marker(self, stage: str) -> Path:
+        """The file that says ``stage`` finished (its searcher's summary and seconds); absent until then."""
+        return self.stage(stage) / STAGE_MARKER
+
+    def stage_evaluations(self, stage: str) -> Path:
+        """A finished stage's evaluations (its rows of ``results.parquet``)."""
+        return self.stage(stage) / STAGE_EVALUATIONS
+
+    def stage_markers(self) -> list[Path]:
+        """The markers of every finished stage (unordered)."""
+        return list(self.root.glob(f"*/{STAGE_MARKER}"))
+
+    def checkpoints_dir(self, stage: str) -> Path:
+        """The training states of ``stage``'s unfinished evaluations."""
+        return self.stage(stage) / "_checkpoints"
+
     def checkpoint(self, stage: str, name: str) -> Path:
         """The training state of an unfinished evaluation of ``stage``."""
-        return self.stage(stage) / "_checkpoints" / name
+        return self.checkpoints_dir(stage) / name
 
     def weights_dir(self, stage: str) -> Path:
         return self.stage(stage) / "weights"

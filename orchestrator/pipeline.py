@@ -28,6 +28,7 @@ from ray import tune
 from orchestrator.compat import old_module_paths
 from orchestrator.errors import UserError
 from orchestrator.evaluate import evaluate_candidate, prune_weights, weights_path
+from orchestrator.paths import RunPaths
 from orchestrator.progress import live_progress
 from orchestrator.ray_metrics import RayMetrics
 from orchestrator.results import (
@@ -37,8 +38,6 @@ from search_algos.base import ArchSearcher
 
 __all__ = ["ProgressPrinter", "Stage", "StageOutcome", "run_stage"]
 
-_MARKER = "stage.json"
-_EVALS = "evaluations.parquet"
 
 
 @dataclass
@@ -201,11 +200,11 @@ def run_stage(
     ``scheduler`` (the config section) and ``hpo`` (training key -> distribution) apply to tunable stages.
     """
     metric, mode = stage.metric or metric, stage.mode or mode
-    exp_dir = run_dir / stage.name
-    marker = exp_dir / _MARKER
+    exp_dir, paths = run_dir / stage.name, RunPaths.of(run_dir)
+    marker = paths.stage_marker(stage.name)
     if marker.is_file():
         info = json.loads(marker.read_text())
-        frame = pd.read_parquet(exp_dir / _EVALS)
+        frame = pd.read_parquet(paths.stage_evaluations(stage.name))
         print(f"[{stage.name}] already finished ({len(frame)} evaluations); skipped", flush=True)
         return StageOutcome(stage.name, frame, info["summary"], info.get("seconds", 0.0))
 
@@ -267,7 +266,7 @@ def run_stage(
     if stage.tunable and scheduler and scheduler["name"] != "none":
         frame = _mark_stopped_early(frame, scheduler["name"])
         # stopped trials leave partial checkpoints; the stage is finished, so none will continue
-        shutil.rmtree(exp_dir / "_checkpoints", ignore_errors=True)
+        shutil.rmtree(paths.checkpoints_dir(stage.name), ignore_errors=True)
     if stage.make_searcher is not None:
         searcher = _searcher(stage, earlier, hpo)
         state = _latest_searcher_state(exp_dir)
@@ -276,7 +275,7 @@ def run_stage(
         summary = searcher.summary()
     seconds = time.perf_counter() - started
     _keep_best_weights(exp_dir, frame, mode)
-    write_parquet_atomic(frame, exp_dir / _EVALS)
+    write_parquet_atomic(frame, paths.stage_evaluations(stage.name))
     write_json_atomic({"stage": stage.name, "summary": summary, "seconds": seconds}, marker)
     return StageOutcome(stage.name, frame, summary, seconds)
 
@@ -398,7 +397,7 @@ def _keep_best_weights(exp_dir: Path, frame: pd.DataFrame, mode: str) -> None:
 def stage_state(run_dir: Path, name: str) -> str:
     """``done``, ``interrupted`` or ``not started`` (for ``facenas status``)."""
     exp_dir = run_dir / name
-    if (exp_dir / _MARKER).is_file():
+    if RunPaths.of(run_dir).stage_marker(name).is_file():
         return "done"
     if exp_dir.is_dir() and any(exp_dir.iterdir()):
         return "interrupted"

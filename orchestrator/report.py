@@ -160,7 +160,7 @@ def read_run(paths: RunPaths, config: ExperimentConfig) -> Any:
 
     frame = pd.read_parquet(paths.results)
     best = json.loads(paths.best.read_text()) if paths.best.is_file() else {}
-    markers = sorted(paths.root.glob("*/stage.json"), key=lambda p: (p.stat().st_mtime, p.parent.name))
+    markers = sorted(paths.stage_markers(), key=lambda p: (p.stat().st_mtime, p.parent.name))
     stages = {}
     for marker in markers:
         try:

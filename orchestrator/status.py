@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 
@@ -17,12 +18,15 @@ __all__ = ["describe"]
 def _stage_names(paths: RunPaths) -> list[str]:
     """Stage folders in the order the pipeline created them."""
     folders = [p for p in paths.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
-    return [p.name for p in sorted(folders, key=lambda p: (p.stat().st_mtime if not (p / "stage.json").exists()
-                                                           else (p / "stage.json").stat().st_mtime, p.name))] or ["search"]
+    def started(folder: Path) -> tuple[float, str]:  # a finished stage by its marker's time
+        marker = paths.stage_marker(folder.name)
+        return (marker if marker.exists() else folder).stat().st_mtime, folder.name
+
+    return [p.name for p in sorted(folders, key=started)] or ["search"]
 
 
 def _evaluations(paths: RunPaths, stage: str) -> pd.DataFrame | None:
-    done = paths.root / stage / "evaluations.parquet"
+    done = paths.stage_evaluations(stage)
     if done.is_file():
         return pd.read_parquet(done)
     return None
