@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ray import tune
@@ -27,6 +27,9 @@ from search_algos.spaces import decode_arch
 from search_algos.spaces.base import stable_key
 from trainables.classification.data import load_dataset
 from trainables.classification.train import TrainSettings, fit_candidate, fit_candidate_distributed
+
+if TYPE_CHECKING:
+    from orchestrator.store import StoreClient
 
 __all__ = [
     "EvalJob",
@@ -51,7 +54,7 @@ class EvalJob:
     data: dict[str, Any]
     training: dict[str, Any]
     seed: int
-    store: Any  # orchestrator.store.StoreClient (kept untyped: imported lazily in the driver)
+    store: StoreClient
     run: str
     stage: str
     metric: str

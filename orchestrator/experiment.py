@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -24,6 +24,10 @@ from orchestrator.results import RESULT_COLUMNS, pick_best, write_json_atomic, w
 from search_algos.durable import write_text_durable
 from trainables.checks import DatasetError
 from trainables.classification.data import load_dataset, meta_features
+
+if TYPE_CHECKING:
+    from orchestrator.methods.base import Extras, Select
+    from orchestrator.store import StoreClient
 
 __all__ = ["RunPaths", "execute", "prepare", "run_paths", "STORE_DIR"]  # RunPaths: orchestrator.paths
 
@@ -122,11 +126,11 @@ class _Pipeline:
 
     stages: list[Stage]
     deciding: str
-    extras: Any = None  # Callable[[dict[str, StageOutcome]], dict] | None
-    select: Any = None  # Callable[[dict[str, StageOutcome]], row | None]; default: best of `deciding`
+    extras: Extras | None = None  # the method's own best.json figures
+    select: Select | None = None  # best.json's row; default: the best evaluation of `deciding`
 
 
-def _pipeline(config: ExperimentConfig, data: Any, store: Any, run_dir: Path) -> _Pipeline:
+def _pipeline(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: Path) -> _Pipeline:
     """The stages of the config's method (``orchestrator.methods.METHODS``, by ``searcher.name``)."""
     method = METHODS.get(config.searcher.name)
     stages, select, extras = method.stages(config, data, store, str(run_dir))

@@ -24,9 +24,12 @@ import math
 import time
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
+
+if TYPE_CHECKING:
+    from orchestrator.store import StoreClient
 
 __all__ = ["METRICS", "RayMetrics", "StageFigures", "store_figures", "trial_value"]
 
@@ -109,7 +112,7 @@ class RayMetrics(tune.Callback):
             store's figures out.
     """
 
-    def __init__(self, *, stage: str, run: str, metric: str, mode: str, store: Any = None) -> None:
+    def __init__(self, *, stage: str, run: str, metric: str, mode: str, store: StoreClient | None = None) -> None:
         self.stage, self.run, self.metric = stage, run, metric
         self.figures = StageFigures(mode)
         self.store = _quick_copy(store) if store is not None else None
@@ -154,7 +157,7 @@ class RayMetrics(tune.Callback):
             _safely(lambda name=name, value=value: _instrument(name).set(value, tags={"run": self.run}))
 
 
-def _quick_copy(store: Any) -> Any:
+def _quick_copy(store: StoreClient) -> StoreClient:
     """A copy of the store client whose calls give up after a few seconds (a metric must not stall Tune)."""
     probe = copy.copy(store)
     if hasattr(probe, "retry_s"):

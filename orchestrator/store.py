@@ -489,7 +489,7 @@ def _json_object_column(column: str, value: Any) -> str:
     return json.dumps(_plain_json(column, value), sort_keys=True, allow_nan=True)
 
 
-def protocol_of(config: Any) -> str:
+def protocol_of(config: Mapping[str, Any] | str) -> str:
     """The training protocol of an evaluation's config: a short hash of ``config["training"]``.
 
     The lr, batch size, epochs schedule... that produced a result; two evaluations of one architecture

@@ -31,7 +31,10 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
+
+if TYPE_CHECKING:
+    from orchestrator.store import BenchmarkStore, StoreClient
 
 __all__ = [
     "EpochHook",
@@ -47,6 +50,8 @@ __all__ = [
 Outcome = Literal["cached", "ok", "failed"]
 Report = Callable[[dict[str, Any]], None]
 _ANY_TRAINING = object()  # lookup(): no training protocol to compare (one-shot evaluations)
+# The store a trial talks to: the client of the store actor (in trials) or the store itself (tests, tools).
+Store = Union["StoreClient", "BenchmarkStore"]
 
 
 class EpochHook(Protocol):
@@ -126,7 +131,7 @@ class StoreKey:
         }
 
 
-def lookup(store: Any, key: StoreKey, *, training: Any = _ANY_TRAINING) -> dict[str, Any] | None:
+def lookup(store: Store, key: StoreKey, *, training: Mapping[str, Any] | object = _ANY_TRAINING) -> dict[str, Any] | None:
     """The stored evaluation of ``key``, or None.
 
     Args:
@@ -142,7 +147,7 @@ def lookup(store: Any, key: StoreKey, *, training: Any = _ANY_TRAINING) -> dict[
     return hit if stored.get("training") == training else None
 
 
-def record(store: Any, *, key: StoreKey, config: Mapping[str, Any], metrics: Mapping[str, Any], started: float,
+def record(store: Store, *, key: StoreKey, config: Mapping[str, Any], metrics: Mapping[str, Any], started: float,
            run: str) -> None:
     """Write one finished evaluation to the benchmark store (durable before this returns).
 
@@ -197,7 +202,7 @@ class TrialSequence:
 
     base: Mapping[str, Any]
     metric: str
-    store: Any = None
+    store: Store | None = None
     key: StoreKey | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     run_name: str = ""

@@ -23,15 +23,22 @@ from search_algos.spaces.registry import Registry
 if TYPE_CHECKING:
     from orchestrator.config import ExperimentConfig
     from orchestrator.pictures import RunView
+    from orchestrator.pipeline import Stage, StageOutcome
     from orchestrator.sections import Section
+    from orchestrator.store import StoreClient
 
-__all__ = ["Command", "Method", "MethodRegistry"]
+__all__ = ["Command", "Extras", "Method", "MethodRegistry", "Select", "StagePlan", "StagesBuilder"]
 
 # (config, data, store, run_dir) -> (stages, select, extras): the ``orchestrator.pipeline.Stage`` list;
 # ``select(outcomes)`` gives best.json's row (None instead of a function: the best evaluation of the
 # deciding stage); ``extras(outcomes)`` the method's own best.json figures (or None). ``outcomes`` maps a
-# stage name to its ``StageOutcome``; ``data`` is the loaded dataset, ``store`` the benchmark store client.
-StagesBuilder = Callable[[Any, Any, Any, str], tuple[list[Any], Any, Any]]
+# stage name to its ``StageOutcome``; ``store`` is the benchmark store client; ``data`` is whatever the
+# config's data kind loads (digit splits, faces, clips; HyperFD's stages load their own domains), hence Any.
+Outcomes = dict[str, "StageOutcome"]
+Select = Callable[[Outcomes], "dict[str, Any] | None"]  # best.json's row
+Extras = Callable[[Outcomes], dict[str, Any]]
+StagePlan = tuple[list["Stage"], "Select | None", "Extras | None"]
+StagesBuilder = Callable[["ExperimentConfig", Any, "StoreClient", str], StagePlan]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 
     from orchestrator.config import ExperimentConfig
     from orchestrator.evaluate import EvalJob
+    from orchestrator.methods.base import StagePlan
     from orchestrator.pictures import RunView
+    from orchestrator.pipeline import StageOutcome
+    from orchestrator.store import StoreClient
+    from orchestrator.trial import Store
 
 __all__ = [
     "METHOD",
@@ -142,7 +146,7 @@ def check_classification(config: ExperimentConfig) -> None:
 # -- the pipeline --------------------------------------------------------------------------------------
 
 
-def candidate_job(config: ExperimentConfig, store: Any, run_dir: str, stage: str) -> EvalJob:
+def candidate_job(config: ExperimentConfig, store: Store, run_dir: str, stage: str) -> EvalJob:
     """What the candidate trials of ``stage`` share (:func:`orchestrator.evaluate.evaluate_candidate`)."""
     from orchestrator.evaluate import EvalJob
 
@@ -159,7 +163,7 @@ def candidate_job(config: ExperimentConfig, store: Any, run_dir: str, stage: str
     )
 
 
-def macro_micro_stages(config: ExperimentConfig, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+def macro_micro_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     """search (Algorithm 1) -> retrain the result for ``final_epochs`` -> random baseline (§4.1, RI).
 
     Returns ``(stages, select, extras)``: ``select`` gives the retraining with the run's own seed,
@@ -231,13 +235,13 @@ def macro_micro_stages(config: ExperimentConfig, data: Any, store: Any, run_dir:
         total=lambda _earlier: s.equal_param_samples,
     )
 
-    def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
+    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
         out = relative_improvement(outcomes["retrain"].frame, outcomes["baseline"].frame)
         if "baseline_equal" in outcomes:
             out.update(equal_params_ri(outcomes["retrain"].frame, outcomes["baseline_equal"].frame, band=s.param_band))
         return out
 
-    def select(outcomes: dict[str, Any]) -> Any:
+    def select(outcomes: dict[str, StageOutcome]) -> dict[str, Any] | None:
         # best.json describes the retraining with the run's own seed (its weights are the ones kept
         # for export); the other seeds enter through RI's mean. Falls back to the best row.
         frame = outcomes["retrain"].frame

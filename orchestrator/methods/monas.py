@@ -42,7 +42,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.config import ExperimentConfig
+    from orchestrator.methods.base import StagePlan
     from orchestrator.pictures import RunView
+    from orchestrator.pipeline import StageOutcome
+    from orchestrator.store import StoreClient
+    from orchestrator.trial import Store
 
 __all__ = [
     "METHOD",
@@ -67,7 +71,7 @@ class AlignmentJob:
     data: dict[str, Any]  # kwargs of load_alignment_dataset
     settings: dict[str, Any]  # kwargs of SupernetSettings (epochs set per trial)
     seed: int
-    store: Any
+    store: Store
     run: str
     stage: str
     storage_path: str  # RUN_DIR
@@ -235,7 +239,7 @@ def supernet_identity(data_id: str, settings: dict[str, Any], space: dict[str, i
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     """The MONAS stages, a selector of the final row, and the extra figures for ``best.json``.
 
     Returns ``(stages, select, extras)``: ``select(outcomes)`` gives the row of the SAMOS child's
@@ -335,7 +339,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
             job=job("tau_standalone"), trainable=standalone_trial, total=lambda _e: len(children),
         ))
 
-    def select(outcomes: dict[str, Any]) -> dict[str, Any] | None:
+    def select(outcomes: dict[str, StageOutcome]) -> dict[str, Any] | None:
         best = _winner(outcomes["search"])
         if best is None:
             return None
@@ -345,7 +349,7 @@ def monas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list
             return None
         return rows.iloc[0].to_dict()
 
-    def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
+    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
         return monas_figures(outcomes, samplings=samplings, main=main)
 
     return stages, select, extras
@@ -384,7 +388,7 @@ def _test_figures(row: dict[str, Any] | None) -> dict[str, Any]:
     return {k: metrics[k] for k in ("test_nme", "nme_by_yaw", "nme_mean", "dense_nme") if k in metrics}
 
 
-def monas_figures(outcomes: dict[str, Any], *, samplings: list[str], main: str) -> dict[str, Any]:
+def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], main: str) -> dict[str, Any]:
     """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
     from scipy.stats import kendalltau
 

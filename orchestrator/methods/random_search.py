@@ -18,6 +18,8 @@ from orchestrator.sections import Section
 
 if TYPE_CHECKING:
     from orchestrator.config import ExperimentConfig
+    from orchestrator.methods.base import StagePlan
+    from orchestrator.store import StoreClient
 
 __all__ = ["METHOD", "RandomSearcherConfig", "random_stages"]
 
@@ -31,7 +33,7 @@ class RandomSearcherConfig(Section):
     tunable: ClassVar[bool] = True  # its trials train for `epochs` and report each: `scheduler` and `hpo` apply
 
 
-def random_stages(config: ExperimentConfig, data: Any, store: Any, run_dir: str) -> tuple[list[Any], None, None]:
+def random_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     """The one ``search`` stage; best.json is its best evaluation (no select, no extras)."""
     from orchestrator.pipeline import Stage
     from search_algos.random_search import RandomArchSearcher

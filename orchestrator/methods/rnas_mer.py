@@ -42,6 +42,10 @@ from orchestrator.sections import Section
 
 if TYPE_CHECKING:
     from orchestrator.config import ExperimentConfig
+    from orchestrator.methods.base import StagePlan
+    from orchestrator.pipeline import StageOutcome
+    from orchestrator.store import StoreClient
+    from orchestrator.trial import Store
 
 __all__ = [
     "ABLATIONS",
@@ -74,7 +78,7 @@ class MerJob:
     fold: dict[str, Any]  # kwargs of FoldSettings
     retrain_channels: int
     seed: int
-    store: Any
+    store: Store
     run: str
     stage: str
     storage_path: str  # RUN_DIR
@@ -335,7 +339,7 @@ def _best_search_row(outcome: Any) -> dict[str, Any] | None:
     return pick_best(outcome.frame, mode="max")
 
 
-def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+def rnas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     """The RNAS-MER stages, the selector of ``best.json``'s row, and its extra figures.
 
     Returns ``(stages, select, extras)``: ``select`` gives a LOSO fold row of the search's pick;
@@ -415,7 +419,7 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
         ))
         stages.append(loso_stage(f"loso_{ablation}", f"search_{ablation}", "searched", changes))
 
-    def select(outcomes: dict[str, Any]) -> dict[str, Any] | None:
+    def select(outcomes: dict[str, StageOutcome]) -> dict[str, Any] | None:
         """A fold row of the selected genotype (the best search trial's, by its validation UAR on B)."""
         frame = outcomes["loso"].frame
         ok = frame[frame["status"] == "ok"]
@@ -429,7 +433,7 @@ def rnas_stages(config: Any, data: Any, store: Any, run_dir: str) -> tuple[list[
             chosen = ok
         return chosen.iloc[0].to_dict()
 
-    def extras(outcomes: dict[str, Any]) -> dict[str, Any]:
+    def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
         return rnas_figures(outcomes, run_dir=run_dir, num_classes=data.num_classes, subjects=len(subjects),
                             ablations=list(s.ablations), baseline=s.baseline, every_seed=every_seed)
 
@@ -454,7 +458,7 @@ def _adopt_flat_folds(folds_dir: str, genotype_key: str) -> None:
         os.remove(source)
 
 
-def rnas_figures(outcomes: dict[str, Any], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
+def rnas_figures(outcomes: dict[str, StageOutcome], *, run_dir: str, num_classes: int, subjects: int, ablations: list[str],
                  baseline: bool, every_seed: bool = True) -> dict[str, Any]:
     """``best.json``'s RNAS-MER figures, printed as a small table.
 

@@ -25,6 +25,8 @@ from orchestrator.sections import Section
 
 if TYPE_CHECKING:
     from orchestrator.config import ExperimentConfig
+    from orchestrator.methods.base import StagePlan
+    from orchestrator.store import StoreClient
 
 __all__ = ["METHOD", "HyperFDSearcherConfig"]
 
@@ -118,7 +120,7 @@ def _check(config: ExperimentConfig) -> None:
         )
 
 
-def _stages(config: ExperimentConfig, data: Any, store: Any, run_dir: str) -> tuple[list[Any], Any, Any]:
+def _stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     from orchestrator.methods.hyperfd.online import hyperfd_stages
 
     return hyperfd_stages(config, store, Path(run_dir))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.trial import StoreKey, TrialSequence, require_finite
 from orchestrator.methods.hyperfd.plan import METRIC, Plan, load_recipe, register_datasets, same_protocol
@@ -26,6 +26,10 @@ from orchestrator.pipeline import Stage
 from search_algos.fixed import FixedArchSearcher
 from search_algos.spaces import decode_arch
 from search_algos.spaces.detector import DetectorArch, HpoConfig
+
+if TYPE_CHECKING:
+    from orchestrator.config import ExperimentConfig
+    from orchestrator.trial import Store
 
 __all__ = ["DetectorJob", "benchmark_stage", "build_benchmark", "evaluate_detector", "job_searcher", "missing_jobs"]
 
@@ -42,7 +46,7 @@ class DetectorJob:
     recipes: dict[str, dict[str, Any]]
     training: dict[str, Any]
     seed: int
-    store: Any  # orchestrator.store.StoreClient
+    store: Store
     run: str
     stage: str
     device: dict[str, Any] = field(default_factory=dict)  # device_settings: use_gpu, channels_last
@@ -99,7 +103,7 @@ def job_searcher(jobs: Sequence[dict[str, Any]], *, epochs: int) -> FixedArchSea
                              extras=[{"dataset_id": j["dataset_id"]} for j in jobs])  # fmt: skip
 
 
-def missing_jobs(plan: Plan, space: str, store: Any) -> list[dict[str, Any]]:
+def missing_jobs(plan: Plan, space: str, store: Store) -> list[dict[str, Any]]:
     """The benchmark rows of ``space`` not yet stored with this plan's protocol."""
     have = {(row["arch_key"], row["dataset_id"]) for row in store.rows(space=space) if same_protocol(row, plan, space)}
     out = []
@@ -110,7 +114,7 @@ def missing_jobs(plan: Plan, space: str, store: Any) -> list[dict[str, Any]]:
     return out
 
 
-def benchmark_stage(plan: Plan, space: str, store: Any, *, run: str, name: str) -> Stage:
+def benchmark_stage(plan: Plan, space: str, store: Store, *, run: str, name: str) -> Stage:
     """A stage evaluating the benchmark rows of ``space`` still missing when it starts."""
     job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name, plan.device)
     jobs = functools.lru_cache(maxsize=1)(lambda: tuple(json.dumps(j, sort_keys=True) for j in missing_jobs(plan, space, store)))
@@ -125,7 +129,7 @@ def benchmark_stage(plan: Plan, space: str, store: Any, *, run: str, name: str) 
     )
 
 
-def build_benchmark(config: Any, storage: Path) -> dict[str, int]:
+def build_benchmark(config: ExperimentConfig, storage: Path) -> dict[str, int]:
     """``facenas benchmark build CONFIG``: fill the store with the plan's missing rows (Ray must be up).
 
     Returns:

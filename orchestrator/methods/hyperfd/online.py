@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,12 @@ from search_algos.durable import write_text_durable
 from search_algos.fixed import FixedArchSearcher
 from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher, config_encoding
 from search_algos.spaces import decode_arch
+
+if TYPE_CHECKING:
+    from orchestrator.config import ExperimentConfig
+    from orchestrator.methods.base import StagePlan
+    from orchestrator.store import StoreClient
+    from orchestrator.trial import Store
 
 __all__ = [
     "domain_orders",
@@ -61,7 +67,7 @@ def pool_encodings(space: str, pool: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _stored_results(plan: Plan, space: str, store: Any) -> dict[str, dict[str, dict[str, float]]]:
+def _stored_results(plan: Plan, space: str, store: Store) -> dict[str, dict[str, dict[str, float]]]:
     """dataset_id -> arch_key -> {"val", "test"} of the rows made with this plan's protocol."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row in store.rows(space=space):
@@ -121,7 +127,7 @@ def domain_orders(domains: Sequence[str], orders: int, seed: int) -> list[list[s
     return [list(np.random.default_rng([seed, HYPERFD_ORDER_SALT, k]).permutation(list(domains))) for k in range(orders)]
 
 
-def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], Any, Any]:
+def hyperfd_stages(config: ExperimentConfig, store: StoreClient, run_dir: Path) -> StagePlan:
     """The pipeline of ``searcher: hyperfd``: benchmark stages, then one online stage per space and order.
 
     Returns:
@@ -205,7 +211,7 @@ def hyperfd_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage],
 
 
 def warm_start_configs(
-    store: Any, space: str, features: dict[str, float], pool: Sequence[str], *, top: int,
+    store: Store, space: str, features: dict[str, float], pool: Sequence[str], *, top: int,
     settings: RankerSettings | None = None, seed: int = 0, exclude: str | None = None,
 ) -> list[str]:
     """The ranker's top configs of ``pool`` for a dataset, learnt from every stored row of ``space``.
@@ -251,7 +257,7 @@ def warm_start_configs(
     return [pool[int(i)] for i in order[:top]]
 
 
-def search_stages(config: Any, store: Any, run_dir: Path) -> tuple[list[Stage], Any, Any]:
+def search_stages(config: ExperimentConfig, store: StoreClient, run_dir: Path) -> StagePlan:
     """``mode: search``: a search on one new dataset (``data``), warm-started by the ranker (deliverable 8).
 
     Per space, ``num_samples`` configs of the pool are evaluated on the dataset: first the ranker's top

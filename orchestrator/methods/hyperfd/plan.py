@@ -18,13 +18,17 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from orchestrator.evaluate import cached_dataset
 from orchestrator.methods.streams import HYPERFD_POOL_SALT, HYPERFD_RANDOM_PICK_SALT, hyperfd_pool_seed
 from search_algos.spaces.detector import DetectorArch, DetectorHpoSpace, DetectorNasSpace, HpoConfig
+
+if TYPE_CHECKING:
+    from orchestrator.config import ExperimentConfig, TrainingConfig
+    from orchestrator.trial import Store
 
 __all__ = [
     "METRIC",
@@ -97,7 +101,7 @@ class Plan:
     device: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: Any) -> Plan:
+    def from_config(cls, config: ExperimentConfig) -> Plan:
         s, data = config.searcher, config.data
         base = {"seed": data.seed, "image_size": data.image_size}
         source = {"kind": "domain", "kwargs": {"domain": data.domain, **base, "n_images": s.source_images}}
@@ -162,7 +166,7 @@ def training_protocol(space: str, s: Any, *, precision: str = "fp32") -> dict[st
     return protocol
 
 
-def device_settings(training: Any) -> dict[str, Any]:
+def device_settings(training: TrainingConfig) -> dict[str, Any]:
     """``use_gpu`` and ``channels_last`` of the ``training`` section, for :class:`DetectorJob`."""
     return {"use_gpu": training.use_gpu, "channels_last": training.channels_last}
 
@@ -188,7 +192,7 @@ def sample_pool(space: str, size: int, *, seed: int) -> list[str]:
     return list(found.values())
 
 
-def register_datasets(plan: Plan, store: Any) -> dict[str, dict[str, float]]:
+def register_datasets(plan: Plan, store: Store) -> dict[str, dict[str, float]]:
     """Meta-features of every dataset of the plan into the store (never images); returns them."""
     from trainables.detection.data import detection_meta_features
 
