@@ -264,11 +264,12 @@ class TrainingConfig(_Section):
 class SchedulerConfig(_Section):
     """A Ray Tune trial scheduler for the stages it applies to (``orchestrator.schedulers``)."""
 
-    name: Literal["none", "asha", "hyperband", "pbt"] = "none"
-    grace_period: int = Field(1, ge=1)  # epochs a trial trains before ASHA may stop it
+    name: Literal["none", "asha", "hyperband", "median", "pbt"] = "none"
+    grace_period: int = Field(1, ge=1)  # epochs a trial trains before ASHA or the median rule may stop it
     reduction_factor: float = Field(3.0, ge=2)
     brackets: int = Field(1, ge=1)
-    max_t: int | None = Field(None, ge=1)  # default: the stage's epochs
+    max_t: int | None = Field(None, ge=1)  # default: the stage's epochs (or the searcher's max_epochs)
+    min_samples: int = Field(3, ge=1)  # median: other trials' running means needed before it stops one
 
     @model_validator(mode="after")
     def _check(self) -> SchedulerConfig:
@@ -367,13 +368,27 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _tuning(self) -> ExperimentConfig:
-        asked = [key for key, on in (("scheduler", self.scheduler.name != "none"), ("hpo", bool(self.hpo))) if on]
-        if asked and not getattr(type(self.searcher), "tunable", False):
-            tunable = ", ".join(m.name for m in METHODS.in_order() if getattr(m.section, "tunable", False))
+        """``hpo`` needs a ``tunable`` searcher; ``scheduler`` a tunable or ``stoppable`` one (its trials
+        train for several epochs, report each, and it knows what a stopped trial means)."""
+        section = type(self.searcher)
+        tunable = getattr(section, "tunable", False)
+        stoppable = tunable or getattr(section, "stoppable", False)
+        asked = [key for key, on, allowed in (("scheduler", self.scheduler.name != "none", stoppable),
+                                              ("hpo", bool(self.hpo), tunable)) if on and not allowed]
+        if asked:
+            kind = "stoppable" if asked == ["scheduler"] else "tunable"
+            names = ", ".join(m.name for m in METHODS.in_order()
+                              if getattr(m.section, "tunable", False) or (kind == "stoppable" and getattr(m.section, "stoppable", False)))
             raise ValueError(
                 f"{' and '.join(asked)} {'apply' if len(asked) > 1 else 'applies'} only to searchers whose trials "
-                f"train for several epochs and report each ({tunable}); searcher {self.searcher.name!r} is not one: "
+                f"train for several epochs and report each ({names}); searcher {self.searcher.name!r} is not one: "
                 f"remove {' and '.join(asked)}"
+            )
+        if self.scheduler.name == "hyperband" and not tunable:
+            raise ValueError(
+                f"hyperband does not apply to searcher {self.searcher.name!r}: its synchronous brackets pause a "
+                "trial until the bracket's other trials reach the same epoch, and this searcher suggests its next "
+                "candidate only after the verdict on the current one; use asha or median"
             )
         return self
 

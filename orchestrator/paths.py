@@ -93,6 +93,10 @@ class RunPaths:
         """The markers of every finished stage (unordered)."""
         return list(self.root.glob(f"*/{STAGE_MARKER}"))
 
+    def scheduler_journal(self, stage: str) -> Path:
+        """What ``stage``'s trial scheduler has seen (``orchestrator.schedulers``), replayed on a resume."""
+        return self.stage(stage) / "scheduler-journal.jsonl"
+
     def checkpoints_dir(self, stage: str) -> Path:
         """The training states of ``stage``'s unfinished evaluations."""
         return self.stage(stage) / "_checkpoints"

@@ -68,6 +68,8 @@ class Stage:
         tunable: trials train a candidate for several epochs and report each, and the searcher accepts
             trials stopped early: the config's ``scheduler`` and ``hpo`` apply (``orchestrator.schedulers``,
             ``search_algos.hpo``).
+        stoppable: the same for the ``scheduler`` alone (``hpo`` does not apply): a search whose
+            candidates must share one training protocol.
     """
 
     name: str
@@ -80,6 +82,12 @@ class Stage:
     metric: str | None = None
     mode: str | None = None
     tunable: bool = False
+    stoppable: bool = False
+
+    @property
+    def schedulable(self) -> bool:
+        """Whether the config's ``scheduler`` applies to this stage."""
+        return self.tunable or self.stoppable
 
 
 class ProgressPrinter(tune.Callback):
@@ -225,6 +233,7 @@ def run_stage(
         print(f"[{stage.name}] resuming the interrupted stage from {exp_dir}", flush=True)
         tuner = _restore(exp_dir, trainable)
     else:
+        paths.scheduler_journal(stage.name).unlink(missing_ok=True)  # an earlier attempt's, before Tune saved
         searcher = _searcher(stage, earlier, hpo) if stage.make_searcher else None
         live = live_progress(stage.name, total)
         tuner = tune.Tuner(
@@ -232,7 +241,7 @@ def run_stage(
             param_space=stage.config(earlier) if stage.config else None,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                scheduler=_scheduler(stage, scheduler, searcher, metric, mode),
+                scheduler=_scheduler(stage, scheduler, searcher, metric, mode, run_dir),
                 num_samples=-1 if searcher is not None else 1,
                 max_concurrent_trials=resources.get("max_concurrent_trials"),
                 reuse_actors=True,
@@ -263,7 +272,7 @@ def run_stage(
     frame = pd.DataFrame(rows_from_result_grid(grid, stage=stage.name, metric=metric), columns=list(RESULT_COLUMNS))
 
     summary: dict[str, Any] = {}
-    if stage.tunable and scheduler and scheduler["name"] != "none":
+    if stage.schedulable and scheduler and scheduler["name"] != "none":
         frame = _mark_stopped_early(frame, scheduler["name"])
         # stopped trials leave partial checkpoints; the stage is finished, so none will continue
         shutil.rmtree(paths.checkpoints_dir(stage.name), ignore_errors=True)
@@ -361,13 +370,20 @@ def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any
     return searcher
 
 
-def _scheduler(stage: Stage, settings: dict[str, Any] | None, searcher: Any, metric: str, mode: str) -> Any:
-    if not (stage.tunable and settings):
+def _scheduler(stage: Stage, settings: dict[str, Any] | None, searcher: Any, metric: str, mode: str,
+               run_dir: Path) -> Any:
+    if not (stage.schedulable and settings):
         return None
-    from orchestrator.schedulers import build_scheduler
+    from orchestrator.schedulers import StageScheduler, build_scheduler
 
     inner = getattr(searcher, "inner", searcher)
-    return build_scheduler(settings, metric=metric, mode=mode, max_epochs=getattr(inner, "epochs", None))
+    # the longest training a trial of the stage can have: ASHA stops every trial that reaches max_t
+    longest = getattr(inner, "max_epochs", None) or getattr(inner, "epochs", None)
+    built = build_scheduler(settings, metric=metric, mode=mode, max_epochs=longest)
+    # HyperBand pauses and stops whole brackets itself (allowed only where no trial is a reference: config check)
+    if built is None or settings["name"] == "hyperband":
+        return built
+    return StageScheduler(built, journal=str(RunPaths.of(run_dir).scheduler_journal(stage.name)))
 
 
 def _mark_stopped_early(frame: pd.DataFrame, scheduler: str) -> pd.DataFrame:

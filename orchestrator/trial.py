@@ -8,7 +8,8 @@ Every method's evaluation runs the same steps, in this order:
 2. **Fit.** Otherwise the method's ``fit`` callable trains, from the checkpoint of an earlier try of the
    same evaluation if one exists. It hands every epoch to the sequence's epoch hook, which saves the
    training state (so a retried trial continues where it stopped) and reports the epoch, so a scheduler
-   sees every one.
+   sees every one. A try that continues from a saved state whose ``metrics`` name an ``epoch`` first
+   reports that epoch again with ``replayed=True`` (the report may never have reached the driver).
 3. **Finite check.** A diverged training (``FloatingPointError``), a non-finite metric, or one of the
    method's declared "normal" exceptions is a *failed evaluation*: one report with ``status="failed"``,
    the metric as NaN and the error text; nothing is stored.
@@ -169,6 +170,15 @@ def require_finite(*keys: str, error: str) -> Callable[[Mapping[str, Any]], str 
     return check
 
 
+def _replayed_report(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The metrics of the epoch a resumed fit continues after, when the state holds them and it is not the
+    last epoch (a fit resumed after its last epoch is finished, not replayed); else None."""
+    metrics = state.get("metrics") if isinstance(state, Mapping) else None
+    if not isinstance(metrics, Mapping) or "epoch" not in metrics or "epochs" not in metrics:
+        return None
+    return dict(metrics) if int(metrics["epoch"]) < int(metrics["epochs"]) else None
+
+
 def _tune_report(metrics: dict[str, Any]) -> None:
     from ray import tune
 
@@ -250,8 +260,15 @@ class TrialSequence:
             else:
                 report(self._ok(metrics, cached=False))
 
+        resume = self._resume_state()
+        replay = _replayed_report(resume)
+        if replay is not None:
+            # The saved epoch's report, again, marked: a scheduler that missed it (the driver died before it
+            # got there) ranks the trial at that epoch as the uninterrupted run did; one that saw it ignores it
+            # (orchestrator.schedulers). Nothing trains twice.
+            report({**self._ok(replay, cached=False), "replayed": True})
         try:
-            result = fit(epoch, self._resume_state())
+            result = fit(epoch, resume)
         except (FloatingPointError, *self.failures) as exc:  # divergence: a normal event, a failed evaluation
             report(self._failed({self.metric: math.nan}, str(exc)))
             return "failed"

@@ -25,7 +25,11 @@ from ray.tune.search import Searcher
 
 from search_algos.durable import write_text_durable
 
-__all__ = ["ArchSearcher", "best_of", "score_from_json", "score_of", "score_to_json"]
+__all__ = ["REFERENCE_KEY", "ArchSearcher", "best_of", "score_from_json", "score_of", "score_to_json"]
+
+# A trial config key a searcher sets on the evaluations its later verdicts are measured against: a trial
+# scheduler must train them in full (orchestrator.schedulers.StageScheduler; macro-micro's references).
+REFERENCE_KEY = "reference"
 
 
 def score_of(result: dict[str, Any] | None, metric: str, mode: str, *, error: bool = False) -> float:

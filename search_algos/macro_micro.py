@@ -41,6 +41,13 @@ Readings where the paper is unclear (all thresholds are settings):
   accepts, on ``best - drop_tolerance`` continues (or retains), and an equal micro accuracy is rejected.
 - Failed trials (``error=True``, no result, NaN/inf) score ``-inf``: a drop in grow, a failure in
   prune, a rejection in micro. The search carries on.
+- Trial schedulers (not in the paper; ``orchestrator.schedulers``): a candidate a scheduler stopped
+  before its epochs is rejected like a failed one (a drop, a prune failure, a micro rejection); its log
+  entry says ``stopped_early: <epochs trained>``. Its accuracy after fewer epochs is not compared with
+  the others, since the dynamic-epoch ranking gives every candidate its own training length. The two
+  references every verdict is measured against, the first macro candidate and the micro baseline, are
+  marked ``reference`` in their trial config and trained in full; their per-epoch accuracies still
+  fill the scheduler's rungs, against which later candidates are stopped.
 """
 
 from __future__ import annotations
@@ -54,10 +61,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search_algos.base import ArchSearcher
+from search_algos.base import REFERENCE_KEY, ArchSearcher
 from search_algos.spaces.global_space import GlobalArch, count_params
 
-__all__ = ["PRESETS", "MacroMicroSearcher", "MacroMicroSettings", "next_epochs"]
+__all__ = ["PRESETS", "MacroMicroSearcher", "MacroMicroSettings", "next_epochs", "stopped_epochs"]
+
+# The evaluations every later verdict is measured against (the first macro candidate, the micro
+# baseline) carry ``REFERENCE_KEY: True`` in their trial config: a trial scheduler trains them in full
+# (``orchestrator.schedulers.StageScheduler``). Every other evaluation may be stopped early.
+REFERENCE_STEPS = ("start", "baseline")
 
 # Values within this many percent points of a threshold count as on it (see the module docstring).
 _EPS = 1e-9
@@ -499,7 +511,8 @@ class _Trial:
     key: str
     epochs: int
     live: bool = True
-    score: float | None = None  # set when it returns; -inf for a failure
+    score: float | None = None  # set when it returns; -inf for a failure or a trial stopped early
+    stopped: int | None = None  # epochs trained when a scheduler stopped it before ``epochs``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -508,14 +521,32 @@ class _Trial:
             "epochs": self.epochs,
             "live": self.live,
             "score": None if self.score is None else _enc(self.score),
+            "stopped": self.stopped,
         }
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> _Trial:
         live = bool(payload["live"])
+        stopped = payload.get("stopped")  # absent in states saved before schedulers applied
         return cls(
-            int(payload["index"]), payload["key"], int(payload["epochs"]), live, None if live else _dec(payload["score"])
+            int(payload["index"]), payload["key"], int(payload["epochs"]), live, None if live else _dec(payload["score"]),
+            None if stopped is None else int(stopped),
         )
+
+
+def stopped_epochs(result: dict[str, Any] | None, planned: int) -> int | None:
+    """Epochs a trial trained when a trial scheduler stopped it before its ``planned`` epochs, else None.
+
+    A trial reports every epoch (``epoch`` = epochs trained so far); its last report is what Tune hands
+    the searcher. A whole training, a stored hit, or a failed trial is not a stop.
+    """
+    if not result or result.get("status", "ok") != "ok" or result.get("cached"):
+        return None
+    trained = result.get("epoch")
+    if trained is None:
+        return None
+    trained = int(trained)
+    return trained if trained < planned else None
 
 
 class MacroMicroSearcher(ArchSearcher):
@@ -605,7 +636,10 @@ class MacroMicroSearcher(ArchSearcher):
         for step in self._engine.lookahead(self.speculate + held):
             if (step.index, step.arch.key(), step.epochs) not in issued:
                 self._trials[trial_id] = _Trial(step.index, step.arch.key(), step.epochs)
-                return {"arch": step.arch.to_json(), "epochs": step.epochs}
+                config = {"arch": step.arch.to_json(), "epochs": step.epochs}
+                if step.change in REFERENCE_STEPS:
+                    config[REFERENCE_KEY] = True  # trained in full whatever a scheduler says (module docstring)
+                return config
         return None
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -616,7 +650,11 @@ class MacroMicroSearcher(ArchSearcher):
             del self._trials[trial_id]
             self._wasted += 1
             return
-        trial.live, trial.score = False, self.score(result, error=error)
+        trial.stopped = None if error else stopped_epochs(result, trial.epochs)
+        # A candidate a scheduler stopped is rejected: it trained fewer epochs than the dynamic-epoch
+        # ranking gives it, so its accuracy is not comparable with the reference's (§3.2).
+        trial.live = False
+        trial.score = -math.inf if trial.stopped is not None else self.score(result, error=error)
         self._drain()
 
     def _drain(self) -> None:
@@ -635,7 +673,11 @@ class MacroMicroSearcher(ArchSearcher):
             )
             if found is None:
                 return
-            self._log.extend(engine.commit(self._trials.pop(found).score))
+            trial = self._trials.pop(found)
+            entries = engine.commit(trial.score)
+            if trial.stopped is not None:
+                entries[0]["stopped_early"] = trial.stopped  # the verdict's entry: rejected, and why
+            self._log.extend(entries)
             for tid in [tid for tid, t in self._trials.items() if not t.live and self._stale(t)]:
                 del self._trials[tid]
                 self._wasted += 1
@@ -675,6 +717,18 @@ class MacroMicroSearcher(ArchSearcher):
     def phase(self) -> str:
         """``"grow"``, ``"prune"``, ``"baseline"``, ``"micro"`` or ``"done"``."""
         return self._engine.phase
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any evaluation of this search can train (a trial scheduler's ``max_t``).
+
+        Each grow step adds at most ``grow_epochs_step`` and each prune step ``prune_epochs_step``
+        (§3.2), so the longest macro candidate trains ``e_min_macro + (d_max - d_min) grow steps +
+        (w_max - w_min) / w_res prune steps``; micro candidates train ``e_min_micro`` (param-matched).
+        """
+        s = self.settings
+        macro = s.e_min_macro + (s.d_max - s.d_min) * s.grow_epochs_step + (s.w_max - s.w_min) // s.w_res * s.prune_epochs_step
+        return max(macro, s.e_min_micro)
 
     @property
     def log(self) -> list[dict[str, Any]]:
@@ -717,6 +771,7 @@ class MacroMicroSearcher(ArchSearcher):
             "final_params": result["params"] if result else None,
             "evaluations": {**counts, "total": sum(counts.values())},
             "skipped": sum(e["decision"] == "skipped_budget" for e in self._log),
+            "stopped_early": sum("stopped_early" in e for e in self._log),
             "wasted": self._wasted,
             "speculate": self.speculate,
             "grow_stop": engine.grow_stop,

@@ -132,10 +132,16 @@ def test_worker_node_lost_mid_search(cluster, tmp_path):
     assert evaluations_stored(tmp_path) == NUM_SAMPLES
 
     # The interrupted trial ran again in another process and went on from its checkpoint: its epochs
-    # never repeat (a restart from scratch would report epoch 1 again).
+    # never repeat (a restart from scratch would report epoch 1 again). The new process first reports the
+    # checkpoint's epoch again, marked replayed (orchestrator.trial): the epoch it continues after.
     retried = 0
     for trial_dir in sorted((paths.root / "search").glob("trial_*")):
-        reports = [r for r in _reports(trial_dir) if "epoch" in r]
+        every = [r for r in _reports(trial_dir) if "epoch" in r]
+        reports = [r for r in every if not r.get("replayed")]
+        for i, replayed in enumerate(every):
+            if replayed.get("replayed"):
+                after = every[i + 1]
+                assert after["pid"] == replayed["pid"] and int(after["epoch"]) == int(replayed["epoch"]) + 1, every
         epochs = [int(r["epoch"]) for r in reports]
         assert epochs == sorted(set(epochs)), (trial_dir.name, epochs)
         assert epochs[-1] == EPOCHS

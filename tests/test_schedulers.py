@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from orchestrator.cli import main
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import UserError
+from orchestrator.schedulers import StageScheduler, build_scheduler
+from search_algos.base import REFERENCE_KEY
 from search_algos.hpo import HpoSearcher, hpo_problems
 from search_algos.random_search import RandomArchSearcher
 from search_algos.spaces import GlobalSpace, decode_arch
-from tests.cli_driver import evaluations_stored, facenas
+from tests.cli_driver import evaluations_stored, facenas, kill_when, write_config
 
 REPO = Path(__file__).resolve().parents[1]
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 SPACE = {"lr": ["loguniform", 1e-3, 1e-1], "batch_size": ["choice", 16, 32], "cutout": ["int", 0, 4]}
 
 
@@ -93,8 +97,12 @@ def test_hpo_problems_name_each_key() -> None:
 
 @pytest.mark.parametrize("raw, message", [
     ({"scheduler": {"name": "pbt"}}, "scheduler: pbt does not apply"),
-    ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "asha"}}, "scheduler applies only to searchers"),
+    ({"searcher": {"name": "samos"}, "scheduler": {"name": "asha"}},
+     "scheduler applies only to searchers whose trials train for several epochs and report each (random, macro_micro)"),
+    ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "hyperband"}}, "hyperband does not apply to searcher 'macro_micro'"),
     ({"searcher": {"name": "macro_micro"}, "hpo": {"lr": ["uniform", 0.01, 0.1]}}, "hpo applies only to searchers"),
+    ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "median"}, "hpo": {"lr": ["uniform", 0.01, 0.1]}},
+     "hpo applies only to searchers whose trials train for several epochs and report each (random)"),
     ({"scheduler": {"name": "asha", "grace": 1}}, "scheduler.grace: unknown key; valid keys: name, grace_period"),
 ])
 def test_bad_tuning_config_is_one_line(raw: dict, message: str) -> None:
@@ -114,6 +122,106 @@ def test_bad_hpo_on_the_command_line_exits_2(tmp_path: Path, capsys) -> None:
 def test_asha_example_config_is_valid() -> None:
     config, _raw = load_config(REPO / "configs" / "asha_global.yaml")
     assert config.scheduler.name == "asha" and config.searcher.name == "random" and config.hpo
+
+
+class _Trial:
+    """What Tune's ASHA and median rules read of a trial: its id, config and status."""
+
+    def __init__(self, trial_id: str, *, reference: bool = False) -> None:
+        self.trial_id, self.status = trial_id, "RUNNING"
+        self.config = {"arch": "{}", "epochs": 4, **({REFERENCE_KEY: True} if reference else {})}
+
+
+class _Controller:
+    """A controller with a trial waiting for a slot (the median rule would pause a trial to yield it)."""
+
+    def get_live_trials(self) -> list:
+        waiting = _Trial("waiting")
+        waiting.status = "PENDING"
+        return [waiting]
+
+
+def _keep_references(name: str) -> StageScheduler:
+    settings = {"name": name, "grace_period": 1, "reduction_factor": 2, "brackets": 1, "max_t": None, "min_samples": 1}
+    return StageScheduler(build_scheduler(settings, metric="val_acc", mode="max", max_epochs=8))
+
+
+@pytest.mark.parametrize("name", ["asha", "median"])
+def test_a_reference_trains_in_full_and_still_sets_the_bar(name: str) -> None:
+    scheduler, controller = _keep_references(name), _Controller()
+    good, ref, weak = _Trial("good"), _Trial("ref", reference=True), _Trial("weak")
+    for trial in (good, ref, weak):
+        scheduler.on_trial_add(controller, trial)
+    for epoch in range(1, 5):  # alone: nothing to compare with, it goes on (the median rule never pauses it)
+        assert scheduler.on_trial_result(controller, good, {"epoch": epoch, "val_acc": 90.0}) == CONTINUE
+    scheduler.on_trial_complete(controller, good, {"epoch": 4, "val_acc": 90.0})
+    for epoch in range(1, 5):  # below the bar at every epoch; a reference is never stopped
+        assert scheduler.on_trial_result(controller, ref, {"epoch": epoch, "val_acc": 10.0}) == CONTINUE
+    scheduler.on_trial_complete(controller, ref, {"epoch": 4, "val_acc": 10.0})
+    # an ordinary trial as weak as the reference is stopped at once: the reference's results counted
+    assert scheduler.on_trial_result(controller, weak, {"epoch": 1, "val_acc": 10.0}) == STOP
+    assert scheduler.metric == "val_acc" and "Using" in scheduler.debug_string()
+
+
+def test_the_median_rule_stops_below_the_median_of_the_others_running_means() -> None:
+    scheduler, controller = _keep_references("median"), _Controller()
+    trials = [_Trial(f"t{i}") for i in range(4)]
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    for trial, acc in zip(trials[:3], (60.0, 70.0, 80.0)):
+        for epoch in (1, 2):
+            assert scheduler.on_trial_result(controller, trial, {"epoch": epoch, "val_acc": acc}) == CONTINUE
+        scheduler.on_trial_complete(controller, trial, {"epoch": 2, "val_acc": acc})
+    # the others' running means at epoch 1 are 60, 70, 80: median 70
+    assert scheduler.on_trial_result(controller, trials[3], {"epoch": 1, "val_acc": 71.0}) == CONTINUE
+    assert scheduler.on_trial_result(controller, trials[3], {"epoch": 2, "val_acc": 69.0}) == CONTINUE
+    stopped = _Trial("t4")
+    scheduler.on_trial_add(controller, stopped)
+    assert scheduler.on_trial_result(controller, stopped, {"epoch": 1, "val_acc": 69.0}) == STOP
+
+
+@pytest.mark.parametrize("name", ["asha", "median"])
+def test_a_resumed_scheduler_replays_its_journal_and_decides_as_if_uninterrupted(name: str, tmp_path: Path) -> None:
+    journal = tmp_path / "search" / "scheduler-journal.jsonl"
+    journal.parent.mkdir()
+    settings = {"name": name, "grace_period": 1, "reduction_factor": 2, "brackets": 1, "max_t": None, "min_samples": 1}
+    make = lambda: StageScheduler(build_scheduler(settings, metric="val_acc", mode="max", max_epochs=8),  # noqa: E731
+                                  journal=str(journal))
+    first, controller = make(), _Controller()
+    for trial, acc in ((_Trial("a"), 80.0), (_Trial("b", reference=True), 20.0)):
+        first.on_trial_add(controller, trial)
+        for epoch in (1, 2):
+            first.on_trial_result(controller, trial, {"epoch": epoch, "val_acc": acc, "arch": "x"})
+        first.on_trial_complete(controller, trial, {"epoch": 2, "val_acc": acc})
+    running = _Trial("c")
+    first.on_trial_add(controller, running)
+    assert first.on_trial_result(controller, running, {"epoch": 1, "val_acc": 60.0}) == CONTINUE
+    with journal.open("a") as out:
+        out.write('{"event": "result", "trial": "c", "res')  # killed mid-write
+    # the resume: the scheduler as Tune restores it (as built), the trial in flight added again
+    resumed, fresh = make(), StageScheduler(build_scheduler(settings, metric="val_acc", mode="max", max_epochs=8))
+    resumed.on_trial_add(controller, running)
+    # c's epoch 1 again, replayed by its retry (orchestrator.trial): seen, so not handed on nor journaled
+    before = journal.read_text()
+    assert resumed.on_trial_result(controller, running, {"epoch": 1, "val_acc": 60.0, "replayed": True}) == CONTINUE
+    assert journal.read_text() == before
+    late, alone = _Trial("d"), _Trial("d")
+    resumed.on_trial_add(controller, late)
+    fresh.on_trial_add(controller, alone)
+    # what the interrupted run had seen stops it; a scheduler without the journal would let it go on
+    assert resumed.on_trial_result(controller, late, {"epoch": 1, "val_acc": 50.0}) == STOP
+    assert fresh.on_trial_result(controller, alone, {"epoch": 1, "val_acc": 50.0}) == CONTINUE
+    lines = journal.read_text().splitlines()
+    assert sum('"event": "add"' in line for line in lines) == 4  # a, b, c (once), d
+    torn = [line for line in lines if not line.startswith("{") or not line.endswith("}")]
+    assert torn == ['{"event": "result", "trial": "c", "res']  # the events after it have lines of their own
+    assert all("arch" not in line for line in lines)  # numbers only
+
+
+def test_median_and_asha_are_config_choices_for_macro_micro() -> None:
+    config = parse_config({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "median", "min_samples": 2}})
+    assert config.scheduler.name == "median" and config.scheduler.min_samples == 2
+    assert parse_config({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "asha"}}).scheduler.name == "asha"
 
 
 @pytest.mark.integration
@@ -153,3 +261,72 @@ def test_asha_stops_poor_candidates_early(tmp_path: Path) -> None:
     assert (run / "best.json").is_file() and not (run / "search" / "_checkpoints").exists()
     # every trial's metrics for TensorBoard (Tune's default logger, tensorboardX)
     assert len(list((run / "search").glob("trial_*/events.out.tfevents.*"))) == 6
+
+
+MM_ASHA = {
+    "name": "mm_asha",
+    "seed": 1,
+    "data": {"dataset": "digits", "max_samples": 500},
+    "space": {"d_min": 2, "d_max": 4, "w_min": 8, "w_max": 16, "w_step": 4},
+    "searcher": {
+        "name": "macro_micro", "preset": "tiny", "d_min": 2, "d_max": 4, "w_min": 8, "w_max": 16, "w_res": 4,
+        "e_min_macro": 2, "e_min_micro": 2, "param_slack": 500, "final_epochs": 2, "baseline_samples": 1,
+    },
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 4},
+    "resources": {"num_cpus": 2, "max_failures": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def mm_asha(tmp_path_factory) -> tuple[Path, Path]:
+    """(config file, run directory) of one uninterrupted macro-micro search with ASHA."""
+    folder = tmp_path_factory.mktemp("mm_asha")
+    config = write_config(folder, "mm_asha", MM_ASHA)
+    done = facenas("run", str(config), "--storage", str(folder / "runs"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return config, folder / "runs" / "mm_asha"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_asha_with_macro_micro_rejects_stopped_candidates_and_trains_references_in_full(mm_asha) -> None:
+    _config, run = mm_asha
+    frame = pd.read_parquet(run / "results.parquet")
+    search = frame[frame["stage"] == "search"]
+    stopped = search[search["error"].str.startswith("stopped early by asha")]
+    assert len(stopped) >= 1 and (search["status"] == "ok").all(), search[["arch_key", "epochs", "value", "error"]]
+    summary = json.loads((run / "best.json").read_text())["search"]
+    log = [e for e in summary["log"] if e["index"] is not None]
+    assert summary["phase"] == "done" and summary["stopped_early"] == len(stopped)
+    # every stopped candidate is a rejection in the decision log, with the epochs it trained
+    marked = {(e["arch_key"], e["stopped_early"]): e["decision"] for e in log if "stopped_early" in e}
+    assert {(r.arch_key, r.epochs) for r in stopped.itertuples()} == set(marked)
+    assert set(marked.values()) <= {"drop", "fail", "reject"}
+    # the references (the first candidate, the micro baseline) trained their epochs in full
+    references = [e for e in log if e["change"] in ("start", "baseline")]
+    assert len(references) == 2 and not any("stopped_early" in e for e in references)
+    full = {(r.arch_key, r.epochs) for r in search.itertuples() if r.error == ""}
+    assert all((e["arch_key"], e["epochs"]) in full for e in references)
+    # the retraining and the random baseline are whole trainings (RI compares equals); only whole
+    # trainings reach the benchmark store
+    assert (frame.loc[frame["stage"] != "search", "error"] == "").all()
+    assert evaluations_stored(run.parent) == int((frame["error"] == "").sum() - frame["cached"].sum())
+    assert (run / "search" / "scheduler-journal.jsonl").is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_macro_micro_with_asha_killed_and_resumed_takes_the_uninterrupted_decisions(mm_asha, tmp_path: Path) -> None:
+    """SIGKILL after the search's fourth stored evaluation; `facenas resume` replays the scheduler's journal
+    (Tune restores the scheduler as built), so the same candidates are stopped and the same network found."""
+    config, reference = mm_asha
+    storage = tmp_path / "killed"
+    kill_when(["run", str(config), "--storage", str(storage)], lambda: evaluations_stored(storage) >= 4)
+    run = storage / "mm_asha"
+    resumed = facenas("resume", str(run), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got, want = (json.loads((r / "best.json").read_text()) for r in (run, reference))
+    verdicts = lambda log: [(e["phase"], e["arch_key"], e["epochs"], e["decision"], e.get("stopped_early"))  # noqa: E731
+                            for e in log]
+    assert verdicts(got["search"]["log"]) == verdicts(want["search"]["log"])
+    assert got["search"]["final_arch"] == want["search"]["final_arch"] and got["value"] == want["value"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -106,6 +106,9 @@ class MacroMicroSearcherConfig(Section):
     # count (0: off). The paper's RI alone rewards size; RI against these does not (issue 13).
     equal_param_samples: int = Field(0, ge=0)
     param_band: float = Field(0.2, gt=0, lt=1)
+    # its search stage's candidates report every epoch: `scheduler` (asha, median) applies, a stopped
+    # candidate is rejected (search_algos.macro_micro); `hpo` does not (one protocol for all candidates)
+    stoppable: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _check(self) -> MacroMicroSearcherConfig:
@@ -198,6 +201,7 @@ def macro_micro_stages(config: ExperimentConfig, data: Any, store: StoreClient, 
             metric=config.metric, mode=config.mode, seed=config.seed, speculate=s.speculate,
         ),
         job=candidate_job(config, store, run_dir, "search"),
+        stoppable=True,
     )
     # Several training seeds (the run's first) when asked: RI then compares their mean accuracy.
     seeds = [config.seed + i for i in range(s.final_seeds)] if s.final_seeds > 1 else None

@@ -216,3 +216,37 @@ def test_a_stored_result_of_another_training_protocol_is_not_served():
     assert lookup(_FakeStore(row), key, training={"lr": 0.025}) is row
     assert lookup(_FakeStore(row), key, training={"lr": 0.1}) is None
     assert lookup(_FakeStore(None), key, training={"lr": 0.025}) is None
+
+
+def test_a_retry_from_a_saved_state_with_metrics_reports_that_epoch_again_marked_replayed(tmp_path):
+    log: list = []
+    store = _LoggedStore(str(tmp_path / "store"), log)
+    checkpoint = str(tmp_path / "stage" / "_checkpoints" / "k1.pt")
+    tries: list = []
+
+    def fit(epoch, resume):
+        tries.append(resume)
+        start = 1 if resume is None else int(resume["epoch"]) + 1
+        result: dict[str, Any] = {}
+        for e in range(start, 4):
+            result = {"epoch": e, "epochs": 3, "val_acc": 10.0 * e}
+            epoch(result, {"epoch": e, "metrics": result}, last=e == 3)
+            if e == 2 and len(tries) == 1:
+                raise RuntimeError("node died")
+        return result
+
+    sequence = _sequence(store, log, checkpoint=checkpoint)
+    with pytest.raises(RuntimeError):
+        sequence.run(fit)
+    assert sequence.run(fit) == "ok"
+    reports = _reports(log)
+    assert [(r["epoch"], r.get("replayed", False)) for r in reports] == [(1, False), (2, False), (2, True), (3, False)]
+    assert reports[2]["val_acc"] == 20.0 and reports[2]["status"] == "ok"
+
+
+def test_a_state_saved_at_the_last_epoch_or_without_metrics_is_not_replayed():
+    from orchestrator.trial import _replayed_report
+
+    assert _replayed_report({"epoch": 3, "metrics": {"epoch": 3, "epochs": 3}}) is None  # finished, not replayed
+    assert _replayed_report({"epoch": 2}) is None and _replayed_report(None) is None
+    assert _replayed_report({"metrics": {"epoch": 2, "epochs": 3, "val_acc": 1.0}}) == {"epoch": 2, "epochs": 3, "val_acc": 1.0}

@@ -46,6 +46,7 @@ import pytest
 from ray.tune.search import Searcher
 
 import search_algos
+from search_algos.base import REFERENCE_KEY
 from search_algos.spaces import DetectorHpoSpace, GlobalArch, GlobalSpace, MultipathSpace
 
 METRIC = "score"
@@ -266,7 +267,8 @@ def _hpo(seed: int) -> Searcher:
 
 # -- contract 5: each searcher's space and config shape ------------------------------------------------------
 def _check_global(config: dict[str, Any], *, epochs: int | None = None) -> None:
-    assert set(config) == {"arch", "epochs"}, config
+    # plus, on the evaluations later verdicts are measured against, the scheduler hint REFERENCE_KEY
+    assert set(config) - {REFERENCE_KEY} == {"arch", "epochs"} and config.get(REFERENCE_KEY) in (None, True), config
     arch = _GLOBAL.from_json(config["arch"])  # raises InvalidArchitecture outside the bounds
     assert arch.to_json() == config["arch"]
     assert isinstance(config["epochs"], int) and config["epochs"] >= 1, config

@@ -91,7 +91,8 @@ class Driver:
                 return
             if config is None:
                 return
-            assert set(config) == {"arch", "epochs"} and isinstance(config["epochs"], int)
+            assert set(config) - {"reference"} == {"arch", "epochs"} and isinstance(config["epochs"], int)
+            assert config.get("reference") in (None, True)
             arch = GlobalArch.from_dict(json.loads(config["arch"]))
             self.issued.append((arch, config["epochs"]))
             self.pending.append((f"trial_{self.count}", config))
@@ -501,3 +502,89 @@ def test_an_early_result_does_not_idle_a_free_slot():
     depth = lambda c: json.loads(c["arch"])["depth"]  # noqa: E731
     assert [depth(c) for c in (start, first, second, third)] == [3, 4, 5, 6]
     assert [c["epochs"] for c in (start, first, second, third)] == [4, 5, 6, 7]
+
+
+# -- trial schedulers ----------------------------------------------------------------------------
+
+
+def _run_with_stops(s: MacroMicroSearcher, evaluate: Evaluate, stop: Callable[[GlobalArch, int], bool],
+                    *, restore_every: int = 0) -> tuple[MacroMicroSearcher, list[dict]]:
+    """Drive ``s`` sequentially; a trial ``stop`` picks reports after 1 epoch only (a scheduler stopped it)."""
+    configs, n = [], 0
+    while True:
+        config = s.suggest(f"t{n}")
+        if config == Searcher.FINISHED:
+            return s, configs
+        assert config is not None, "sequential: a config or FINISHED"
+        configs.append(config)
+        arch = GlobalArch.from_dict(json.loads(config["arch"]))
+        epochs = config["epochs"]
+        trained = 1 if stop(arch, epochs) else epochs
+        s.on_trial_complete(f"t{n}", {"val_acc": evaluate(arch, epochs), "epoch": trained, "epochs": epochs,
+                                      "status": "ok", "cached": False})
+        n += 1
+        if restore_every and n % restore_every == 0:
+            fresh = searcher(s.settings)
+            fresh.set_state(json.loads(json.dumps(s.get_state(), allow_nan=False)))
+            s = fresh
+
+
+STOPS_CFG = settings(e_min_micro=2, param_slack=2000)
+STOPS = table(grow={3: 50.0, 4: 50.3, 5: 50.0, 6: 50.0, 7: 50.0}, prune={14: 40.0, 12: 40.0, 10: 40.0},
+              micro={(0, "conv"): 1.0, (1, "conv"): 1.0}, base=60.0, micro_epochs=2)
+
+
+def _stopped(arch: GlobalArch, epochs: int) -> bool:
+    # depth 4 (would be accepted: 50.3 >= 50.0 + 0.1) and the conv at layer 0 (would be kept: +1.0)
+    return (arch.width == 16 and arch.depth == 4 and not changes(arch)) or changes(arch) == {(0, "conv")}
+
+
+def test_a_candidate_a_scheduler_stopped_is_rejected_and_the_log_says_so():
+    s, configs = _run_with_stops(searcher(STOPS_CFG), STOPS, _stopped)
+    assert [d for _, _, d in decisions(s, "grow")] == ["start", "drop", "continue", "continue", "continue", "drop", "drop"]
+    stopped = [e for e in s.log if "stopped_early" in e]
+    assert [(e["phase"], e["summary"], e["decision"], e["stopped_early"]) for e in stopped] == [
+        ("grow", "D=4 W=16 [s3 s3 s3 s3]", "drop", 1), ("micro", stopped[1]["summary"], "reject", 1)]
+    assert stopped[1]["layer"] == 0 and stopped[1]["change"] == "op" and stopped[0]["acc"] is None
+    # the same change on layer 1, not stopped, is kept: the stop rejected only the candidate it hit
+    micro = {(e["layer"], e["change"]): e["decision"] for e in s.log if e["phase"] == "micro"}
+    assert micro[(1, "op")] == "keep"
+    assert s.summary()["stopped_early"] == 2 and s.summary()["phase"] == "done"
+    # the references, and only they, say so in their trial config: the first candidate and the baseline
+    refs = [(json.loads(c["arch"])["depth"], c["epochs"]) for c in configs if c.get("reference")]
+    assert refs == [(3, STOPS_CFG.e_min_macro), (3, STOPS_CFG.e_min_micro)]
+    assert all(c.get("reference") in (None, True) for c in configs)
+
+
+def test_stopped_verdicts_survive_a_save_and_restore_at_every_step():
+    want, _ = _run_with_stops(searcher(STOPS_CFG), STOPS, _stopped)
+    got, _ = _run_with_stops(searcher(STOPS_CFG), STOPS, _stopped, restore_every=1)
+    assert got.log == want.log and got.best_arch() == want.best_arch()
+
+
+def test_a_stop_is_only_a_report_short_of_the_epochs():
+    from search_algos.macro_micro import stopped_epochs
+
+    assert stopped_epochs({"epoch": 2, "status": "ok"}, 5) == 2
+    assert stopped_epochs({"epoch": 5, "status": "ok"}, 5) is None  # a whole training
+    assert stopped_epochs({"epoch": 1, "status": "ok", "cached": True}, 5) is None  # a stored hit: whole
+    assert stopped_epochs({"epoch": 1, "status": "failed"}, 5) is None  # a failure, scored as one
+    assert stopped_epochs({"val_acc": 50.0}, 5) is None and stopped_epochs(None, 5) is None
+
+
+def test_states_saved_before_schedulers_still_load():
+    s = searcher(STOPS_CFG)
+    s.suggest("t0")
+    state = json.loads(json.dumps(s.get_state()))
+    for trial in state["trials"].values():
+        del trial["stopped"]  # what version 1 states saved before this change hold
+    fresh = searcher(STOPS_CFG)
+    fresh.set_state(state)
+    fresh.on_trial_complete("t0", {"val_acc": 50.0, "epoch": STOPS_CFG.e_min_macro, "status": "ok"})
+    assert fresh.log[0]["decision"] == "start"
+
+
+def test_max_epochs_bounds_every_evaluation_of_the_search():
+    s = reference()
+    assert max(e["epochs"] for e in s.log if e["epochs"] is not None) <= s.max_epochs
+    assert s.max_epochs == 4 + (12 - 3) * 1 + (16 - 8) // 2 * 2  # e_min_macro + grow steps + prune steps
