@@ -21,6 +21,7 @@ from search_algos.hpo import HpoSearcher, hpo_problems
 from search_algos.random_search import RandomArchSearcher
 from search_algos.spaces import GlobalSpace, decode_arch
 from tests.cli_driver import evaluations_stored, facenas, kill_when, write_config
+from tests.test_macro_micro_integration import CONFIG as MM_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -263,17 +264,14 @@ def test_asha_stops_poor_candidates_early(tmp_path: Path) -> None:
     assert len(list((run / "search").glob("trial_*/events.out.tfevents.*"))) == 6
 
 
+# The macro-micro pipeline test's search, sequential (no speculation), with ASHA stopping candidates early.
 MM_ASHA = {
+    **MM_CONFIG,
     "name": "mm_asha",
-    "seed": 1,
-    "data": {"dataset": "digits", "max_samples": 500},
-    "space": {"d_min": 2, "d_max": 4, "w_min": 8, "w_max": 16, "w_step": 4},
-    "searcher": {
-        "name": "macro_micro", "preset": "tiny", "d_min": 2, "d_max": 4, "w_min": 8, "w_max": 16, "w_res": 4,
-        "e_min_macro": 2, "e_min_micro": 2, "param_slack": 500, "final_epochs": 2, "baseline_samples": 1,
-    },
+    "searcher": {**MM_CONFIG["searcher"], "speculate": 1, "final_epochs": 2, "baseline_samples": 1,
+                 "equal_param_samples": 0},
     "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 4},
-    "resources": {"num_cpus": 2, "max_failures": 0},
+    "resources": {**MM_CONFIG["resources"], "max_failures": 0},
 }
 
 

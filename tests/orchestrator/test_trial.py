@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -145,31 +146,43 @@ def test_a_non_finite_metric_is_a_failed_evaluation_and_no_row(tmp_path):
     assert require_finite("c", error="x")({"a": 1.0}) == "x"  # missing counts as not finite
 
 
-def test_a_retry_after_a_crash_continues_from_the_checkpoint(tmp_path):
-    log: list = []
-    store = _LoggedStore(str(tmp_path / "store"), log)
-    checkpoint = str(tmp_path / "stage" / "_checkpoints" / "k1.pt")
-    seen: list = []
+def _dying_fit(tries: list, *, state_metrics: bool) -> Callable:
+    """A 3-epoch fit whose first try dies after epoch 2 (not a failed evaluation: Tune retries the trial);
+    with ``state_metrics`` its saved states hold the epoch's metrics, as the candidates' do."""
 
     def fit(epoch, resume):
-        seen.append(resume)
+        tries.append(resume)
         start = 1 if resume is None else int(resume["epoch"]) + 1
         result: dict[str, Any] = {}
         for e in range(start, 4):
-            result = {"epoch": e, "val_acc": 10.0 * e}
-            epoch(result, {"epoch": e}, last=e == 3)
-            if e == 2 and len(seen) == 1:
-                raise RuntimeError("node died")  # not a failed evaluation: Tune retries the trial
+            result = {"epoch": e, "val_acc": 10.0 * e, **({"epochs": 3} if state_metrics else {})}
+            epoch(result, {"epoch": e, **({"metrics": result} if state_metrics else {})}, last=e == 3)
+            if e == 2 and len(tries) == 1:
+                raise RuntimeError("node died")
         return result
 
-    sequence = _sequence(store, log, checkpoint=checkpoint)
+    return fit
+
+
+@pytest.mark.parametrize("state_metrics", [False, True])
+def test_a_retry_after_a_crash_continues_from_the_checkpoint(tmp_path, state_metrics):
+    log: list = []
+    store = _LoggedStore(str(tmp_path / "store"), log)
+    tries: list = []
+    fit = _dying_fit(tries, state_metrics=state_metrics)
+    sequence = _sequence(store, log, checkpoint=str(tmp_path / "stage" / "_checkpoints" / "k1.pt"))
     with pytest.raises(RuntimeError):
         sequence.run(fit)
     assert store.count() == 0
     assert sequence.run(fit) == "ok"
-    assert seen == [None, {"epoch": 2}]
-    assert [r["epoch"] for r in _reports(log)] == [1, 2, 3]  # epoch 3 only, after the retry
-    assert store.lookup(*_key().lookup_args())["metrics"] == {"epoch": 3.0, "val_acc": 30.0}
+    assert [None if t is None else t["epoch"] for t in tries] == [None, 2]
+    reports = [(r["epoch"], r.get("replayed", False)) for r in _reports(log)]
+    if state_metrics:  # the retry first reports the saved epoch again, marked: nothing trains twice
+        assert reports == [(1, False), (2, False), (2, True), (3, False)]
+        assert _reports(log)[2]["val_acc"] == 20.0 and _reports(log)[2]["status"] == "ok"
+    else:  # nothing to replay: epoch 3 only, after the retry
+        assert reports == [(1, False), (2, False), (3, False)]
+    assert store.lookup(*_key().lookup_args())["metrics"]["val_acc"] == 30.0
 
 
 def test_a_fit_resumed_after_its_last_epoch_is_finished_once_and_settled_before_the_report(tmp_path):
@@ -216,32 +229,6 @@ def test_a_stored_result_of_another_training_protocol_is_not_served():
     assert lookup(_FakeStore(row), key, training={"lr": 0.025}) is row
     assert lookup(_FakeStore(row), key, training={"lr": 0.1}) is None
     assert lookup(_FakeStore(None), key, training={"lr": 0.025}) is None
-
-
-def test_a_retry_from_a_saved_state_with_metrics_reports_that_epoch_again_marked_replayed(tmp_path):
-    log: list = []
-    store = _LoggedStore(str(tmp_path / "store"), log)
-    checkpoint = str(tmp_path / "stage" / "_checkpoints" / "k1.pt")
-    tries: list = []
-
-    def fit(epoch, resume):
-        tries.append(resume)
-        start = 1 if resume is None else int(resume["epoch"]) + 1
-        result: dict[str, Any] = {}
-        for e in range(start, 4):
-            result = {"epoch": e, "epochs": 3, "val_acc": 10.0 * e}
-            epoch(result, {"epoch": e, "metrics": result}, last=e == 3)
-            if e == 2 and len(tries) == 1:
-                raise RuntimeError("node died")
-        return result
-
-    sequence = _sequence(store, log, checkpoint=checkpoint)
-    with pytest.raises(RuntimeError):
-        sequence.run(fit)
-    assert sequence.run(fit) == "ok"
-    reports = _reports(log)
-    assert [(r["epoch"], r.get("replayed", False)) for r in reports] == [(1, False), (2, False), (2, True), (3, False)]
-    assert reports[2]["val_acc"] == 20.0 and reports[2]["status"] == "ok"
 
 
 def test_a_state_saved_at_the_last_epoch_or_without_metrics_is_not_replayed():
