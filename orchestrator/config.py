@@ -386,9 +386,9 @@ class ExperimentConfig(_Section):
             )
         if self.scheduler.name == "hyperband" and not tunable:
             raise ValueError(
-                f"hyperband does not apply to searcher {self.searcher.name!r}: its synchronous brackets pause a "
-                "trial until the bracket's other trials reach the same epoch, and this searcher suggests its next "
-                "candidate only after the verdict on the current one; use asha or median"
+                f"hyperband does not apply to searcher {self.searcher.name!r}: its synchronous brackets pause and "
+                "stop trials bracket by bracket, and this searcher's stages hold trials that must train in full (the "
+                "references a verdict is measured against) or wait for a verdict before the next; use asha or median"
             )
         return self
 

@@ -32,7 +32,7 @@ from orchestrator.paths import RunPaths
 from orchestrator.progress import live_progress
 from orchestrator.ray_metrics import RayMetrics
 from orchestrator.results import (
-    RESULT_COLUMNS, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
+    RESULT_COLUMNS, STOPPED_EARLY, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
 )
 from search_algos.base import ArchSearcher
 
@@ -70,6 +70,8 @@ class Stage:
             ``search_algos.hpo``).
         stoppable: the same for the ``scheduler`` alone (``hpo`` does not apply): a search whose
             candidates must share one training protocol.
+        max_epochs: the longest training of a trial of the stage (the scheduler's default ``max_t``), for a
+            stage whose searcher does not say it (``max_epochs`` or ``epochs``) or that has none.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Stage:
     mode: str | None = None
     tunable: bool = False
     stoppable: bool = False
+    max_epochs: int | None = None
 
     @property
     def schedulable(self) -> bool:
@@ -378,7 +381,7 @@ def _scheduler(stage: Stage, settings: dict[str, Any] | None, searcher: Any, met
 
     inner = getattr(searcher, "inner", searcher)
     # the longest training a trial of the stage can have: ASHA stops every trial that reaches max_t
-    longest = getattr(inner, "max_epochs", None) or getattr(inner, "epochs", None)
+    longest = stage.max_epochs or getattr(inner, "max_epochs", None) or getattr(inner, "epochs", None)
     built = build_scheduler(settings, metric=metric, mode=mode, max_epochs=longest)
     # HyperBand pauses and stops whole brackets itself (allowed only where no trial is a reference: config check)
     if built is None or settings["name"] == "hyperband":
@@ -394,7 +397,7 @@ def _mark_stopped_early(frame: pd.DataFrame, scheduler: str) -> pd.DataFrame:
         trained, planned = metrics.get("epoch"), metrics.get("epochs")
         if row["status"] == "ok" and trained and planned and trained < planned:
             frame.at[i, "epochs"] = int(trained)
-            frame.at[i, "error"] = f"stopped early by {scheduler} after {int(trained)} of {int(planned)} epochs"
+            frame.at[i, "error"] = f"{STOPPED_EARLY}{scheduler} after {int(trained)} of {int(planned)} epochs"
     return frame
 
 

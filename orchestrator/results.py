@@ -17,7 +17,10 @@ from search_algos.durable import write_durable, write_json_durable
 
 __all__ = [
     "RESULT_COLUMNS",
+    "STOPPED_EARLY",
+    "completed_rows",
     "pick_best",
+    "stopped_after",
     "rows_from_result_grid",
     "write_json_atomic",
     "write_parquet_atomic",
@@ -139,8 +142,30 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
     return [row for _, row in sorted(zip(order, rows), key=lambda pair: pair[0])]
 
 
-def pick_best(frame: pd.DataFrame, *, mode: str) -> dict[str, Any] | None:
-    """The best successful evaluation; ties broken by fewer params, then arch_key (deterministic)."""
+STOPPED_EARLY = "stopped early by "  # how the ``error`` of a row a trial scheduler stopped begins (its status stays ok)
+
+
+def completed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` whose training ran in full: without those a trial scheduler stopped early."""
+    stopped = frame["error"].map(lambda e: isinstance(e, str) and e.startswith(STOPPED_EARLY))
+    return frame[~stopped]
+
+
+def stopped_after(row: dict[str, Any]) -> int | None:
+    """The epochs a row's trial trained before a trial scheduler stopped it; ``None`` when it was not stopped."""
+    error = row.get("error")
+    if isinstance(error, str) and error.startswith(STOPPED_EARLY):
+        return int(row["epochs"])
+    return None
+
+
+def pick_best(frame: pd.DataFrame, *, mode: str, completed: bool = False) -> dict[str, Any] | None:
+    """The best successful evaluation; ties broken by fewer params, then arch_key (deterministic).
+
+    With ``completed``, a row a trial scheduler stopped early (:func:`completed_rows`) is never the best.
+    """
+    if completed:
+        frame = completed_rows(frame)
     ok = frame[(frame["status"] == "ok") & frame["value"].map(lambda v: math.isfinite(v))]
     if ok.empty:
         return None

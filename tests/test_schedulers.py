@@ -98,8 +98,11 @@ def test_hpo_problems_name_each_key() -> None:
 
 @pytest.mark.parametrize("raw, message", [
     ({"scheduler": {"name": "pbt"}}, "scheduler: pbt does not apply"),
-    ({"searcher": {"name": "samos"}, "scheduler": {"name": "asha"}},
-     "scheduler applies only to searchers whose trials train for several epochs and report each (random, macro_micro)"),
+    ({"searcher": {"name": "hyperfd"}, "data": {"dataset": "detection"}, "scheduler": {"name": "asha"}},
+     "scheduler applies only to searchers whose trials train for several epochs and report each "
+     "(random, macro_micro, samos, rnas_mer)"),
+    ({"searcher": {"name": "samos"}, "data": {"dataset": "faces3d"}, "space": {"name": "multipath"},
+      "scheduler": {"name": "hyperband"}}, "hyperband does not apply to searcher 'samos'"),
     ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "hyperband"}}, "hyperband does not apply to searcher 'macro_micro'"),
     ({"searcher": {"name": "macro_micro"}, "hpo": {"lr": ["uniform", 0.01, 0.1]}}, "hpo applies only to searchers"),
     ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "median"}, "hpo": {"lr": ["uniform", 0.01, 0.1]}},
@@ -328,3 +331,81 @@ def test_macro_micro_with_asha_killed_and_resumed_takes_the_uninterrupted_decisi
                             for e in log]
     assert verdicts(got["search"]["log"]) == verdicts(want["search"]["log"])
     assert got["search"]["final_arch"] == want["search"]["final_arch"] and got["value"] == want["value"]
+
+
+# RNAS-MER's search seeds under ASHA, one at a time (the order, and so the rungs, are those of the seeds).
+RNAS_ASHA = {
+    "name": "rnas_asha",
+    "seed": 0,
+    "data": {"dataset": "microexpr", "subjects": 4, "episodes": 6, "frames": 4, "image_size": 16},
+    "space": {"name": "rnas", "cells": 2, "nodes": 2, "levels": 2},
+    "searcher": {"name": "rnas_mer", "channels": 4, "epochs": 3, "batch_size": 4, "seeds": [0, 1, 2, 3],
+                 "loso_epochs": 1, "loso_batch_size": 4, "baseline": False},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"num_cpus": 2, "max_concurrent_trials": 1},
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_asha_with_rnas_mer_stops_search_seeds_and_retrains_only_whole_searches(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "rnas_asha", RNAS_ASHA)
+    done = facenas("run", str(config), "--storage", str(tmp_path / "runs"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "rnas_asha"
+    frame = pd.read_parquet(run / "results.parquet")
+    search = frame[frame["stage"] == "search"]
+    stopped = search[search["error"].str.startswith("stopped early by asha")]
+    whole = search[search["error"] == ""]
+    assert len(stopped) >= 1 and len(whole) >= 1 and len(search) == 4, search[["arch_key", "epochs", "value", "error"]]
+    assert (stopped["epochs"] < 3).all() and (whole["epochs"] == 3).all()
+    # a stopped search's genotype is not retrained, unless a whole search decoded the same one
+    folds = frame[frame["stage"] == "loso"]
+    assert set(folds["arch"]) == set(whole["arch"]) and (folds["error"] == "").all()
+    best = json.loads((run / "best.json").read_text())
+    marked = {t["seed"]: t.get("stopped_early") for t in best["search_trials"]}
+    assert {s for s, e in marked.items() if e is not None} == {json.loads(m)["seed"] for m in stopped["metrics"]}
+    assert {e["seed"] for e in best["per_seed"]} == {json.loads(m)["seed"] for m in whole["metrics"]}
+    assert best["search_val_uar"] == whole["value"].max()  # the pick: the best of the whole searches
+    assert (run / "search" / "scheduler-journal.jsonl").is_file()
+
+
+# MONAS's retraining under ASHA, one trial at a time: SAMOS's child first (a reference), then the random
+# winner, which trails it after one epoch at this seed and is stopped.
+MONAS_ASHA = {
+    "name": "monas_asha",
+    "seed": 4,
+    "data": {"dataset": "faces3d", "image_size": 16, "n_train": 48, "n_val": 12, "n_test": 24},
+    "space": {"name": "multipath", "layers": 3, "scales": 2},
+    "searcher": {"name": "samos", "supernet_epochs": 2, "k_children": 2, "channels": 4, "batch_size": 8,
+                 "iterations": 6, "calibration": 2, "chains": 1, "retrain_epochs": 3, "ablation": True,
+                 "ablation_children": 3},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"num_cpus": 2, "max_concurrent_trials": 1},
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_asha_with_monas_stops_a_baseline_retraining_and_trains_samos_child_in_full(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "monas_asha", MONAS_ASHA)
+    done = facenas("run", str(config), "--storage", str(tmp_path / "runs"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "monas_asha"
+    frame = pd.read_parquet(run / "results.parquet")
+    best = json.loads((run / "best.json").read_text())
+    retrain = frame[frame["stage"] == "retrain"]
+    stopped = retrain[retrain["error"].str.startswith("stopped early by asha")]
+    assert len(stopped) == 1 and int(stopped["epochs"].iloc[0]) < 3, retrain[["arch_key", "epochs", "value", "error"]]
+    # SAMOS's child is the reference: trained in full and tested, the row best.json reports
+    samos = retrain[retrain["arch"] == best["search"]["best_arch"]]
+    assert len(samos) == 1 and samos["error"].iloc[0] == "" and int(samos["epochs"].iloc[0]) == 3
+    assert best["stage"] == "retrain" and best["nme_mean"] is not None
+    # the stopped winner has no test figures, and no SAMOS-vs-random claim is made on test
+    table = [r for r in best["ablation"] if r["arch_key"] == stopped["arch_key"].iloc[0]]
+    assert table and all(r["stopped_early"] == int(stopped["epochs"].iloc[0]) and r["test_nme"] is None for r in table)
+    assert best["samos_vs_random_test_nme"] is None
+    # Kendall tau's stand-alone children are whole trainings: the scheduler applies to the retraining only
+    assert (frame.loc[frame["stage"] != "retrain", "error"] == "").all()
+    journal = [json.loads(line) for line in (run / "retrain" / "scheduler-journal.jsonl").read_text().splitlines()]
+    assert any(e.get("reference") for e in journal) and not (run / "tau_standalone" / "scheduler-journal.jsonl").exists()

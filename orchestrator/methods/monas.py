@@ -28,7 +28,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -246,6 +246,7 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
     stand-alone retraining; ``extras(outcomes)`` the random-search comparison and the ablation table.
     """
     from orchestrator.pipeline import Stage
+    from search_algos.base import REFERENCE_KEY
     from search_algos.fixed import FixedArchSearcher
     from search_algos.random_search import RandomArchSearcher
     from search_algos.samos import SAMOSSearcher
@@ -316,12 +317,16 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
                     archs.append(best["arch"])
         return archs
 
+    def retrain(earlier: dict[str, Any]) -> FixedArchSearcher:
+        # SAMOS's child is the reference: a trial scheduler never stops it (orchestrator.schedulers)
+        archs, own = winners(earlier), _winner(earlier["search"])
+        marks = [{REFERENCE_KEY: True} if own is not None and arch == own["arch"] else {} for arch in archs]
+        return FixedArchSearcher(archs, epochs=s.retrain_epochs, metric="val_nme", mode="min", seed=config.seed,
+                                 extras=marks)
+
     stages.append(Stage(
-        name="retrain",
-        make_searcher=lambda earlier: FixedArchSearcher(
-            winners(earlier), epochs=s.retrain_epochs, metric="val_nme", mode="min", seed=config.seed,
-        ),
-        job=job("retrain"), trainable=standalone_trial, total=lambda e: len(winners(e)),
+        name="retrain", make_searcher=retrain, job=job("retrain"), trainable=standalone_trial,
+        total=lambda e: len(winners(e)), stoppable=True, max_epochs=s.retrain_epochs,
     ))
     if s.ablation:
         children = _ablation_children(space, s.ablation_children, config.seed)
@@ -392,6 +397,8 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
     """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
     from scipy.stats import kendalltau
 
+    from orchestrator.results import stopped_after
+
     retrain = outcomes["retrain"].frame
     table = []
     for sampling in samplings:
@@ -403,11 +410,14 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
                 rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
                 row = rows.iloc[0].to_dict() if not rows.empty else None
             figures = _test_figures(row)
+            stopped = None if row is None else stopped_after(row)
             table.append({
                 "supernet": sampling, "search": method, "evaluations": int(len(outcomes[stage].frame)),
                 "oneshot_val_nme": None if best is None else best["value"],
                 "test_nme": figures.get("test_nme"), "nme_mean": figures.get("nme_mean"),
                 "arch_key": None if best is None else best["arch_key"],
+                # a retraining a trial scheduler stopped has no test figures: its epochs trained instead
+                **({"stopped_early": stopped} if stopped is not None else {}),
             })
     out: dict[str, Any] = {"ablation": table}
     samos = next(r for r in table if r["supernet"] == main and r["search"] == "SAMOS")
@@ -468,6 +478,9 @@ class SamosSearcherConfig(Section):
     retrain_epochs: int = Field(10, ge=1)
     ablation: bool = False
     ablation_children: int = Field(12, ge=3)
+    # its retraining reports every epoch: `scheduler` (asha, median) applies there; SAMOS's winner trains in
+    # full, a baseline winner stopped early has no test figures (monas_stages); `hpo` does not apply
+    stoppable: ClassVar[bool] = True
 
 
 def _check(config: ExperimentConfig) -> None:

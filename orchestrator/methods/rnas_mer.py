@@ -13,6 +13,12 @@ baseline's and ablations' figures). Each search trial writes its per-epoch diagn
 validation UAR, architecture entropies, decoded genotype) to ``RUN_DIR/<stage>/_history/``;
 ``best.json["search_history"]`` gathers them with the genotype's stability over the last epochs.
 
+With a ``scheduler`` (asha or median) the search trials of the ``search`` stage may be stopped early
+(their val_uar after fewer epochs than the others'): a stopped search is rejected, its genotype is
+neither the search's pick nor retrained, and ``best.json["search_trials"]`` gives its ``stopped_early``
+epochs. With Optuna, the stopped trial's last val_uar is what Optuna learns (as with Tune's OptunaSearch).
+Every other stage trains in full: a fold's result is never cut short.
+
 Each trial checkpoints every epoch (``save_state``/``load_state``, keyed by the evaluation, not the
 trial), so a killed run resumes inside the search or the fold where it stopped.
 
@@ -30,7 +36,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -290,8 +296,11 @@ def pooled_figures(folders: str | list[str], num_classes: int) -> dict[str, Any]
 
 
 def _searched_genotypes(outcome: Any) -> list[dict[str, Any]]:
-    """``[{"seed", "arch", "arch_key", "val_uar"}]`` of the finished search trials, in seed order."""
-    frame = outcome.frame
+    """``[{"seed", "arch", "arch_key", "val_uar"}]`` of the finished search trials, in seed order (not those a
+    trial scheduler stopped early)."""
+    from orchestrator.results import completed_rows
+
+    frame = completed_rows(outcome.frame)  # a search a scheduler stopped early is rejected
     ok = frame[(frame["status"] == "ok") & (frame["arch"].astype(str) != "")]
     rows = [{"seed": json.loads(r["metrics"]).get("seed"), "arch": r["arch"], "arch_key": r["arch_key"],
              "val_uar": r["value"]} for r in ok.to_dict("records")]
@@ -334,9 +343,10 @@ def search_history(stage_dir: str) -> list[dict[str, Any]]:
 
 
 def _best_search_row(outcome: Any) -> dict[str, Any] | None:
+    """The search trial with the best validation UAR among those that searched for all their epochs."""
     from orchestrator.results import pick_best
 
-    return pick_best(outcome.frame, mode="max")
+    return pick_best(outcome.frame, mode="max", completed=True)
 
 
 def rnas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
@@ -376,7 +386,8 @@ def rnas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir
 
             best = _best_search_row(earlier[search_stage])
             if best is None:
-                raise UserError(f"every trial of stage {search_stage!r} failed; see {search_stage}/ for the errors")
+                raise UserError(f"every trial of stage {search_stage!r} failed or was stopped early; see "
+                                f"{search_stage}/ for the errors")
             if not every_seed:
                 return [best["arch"]]
             return list(dict.fromkeys(r["arch"] for r in _searched_genotypes(earlier[search_stage])))
@@ -399,13 +410,13 @@ def rnas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir
                 metric="val_uar", mode="max", seed=config.seed,
             ),
             job=job("search"), trainable=search_trial, total=lambda _e: s.optuna_trials, resources=cpu,
-            metric="val_uar", mode="max",
+            metric="val_uar", mode="max", stoppable=True, max_epochs=s.epochs,
         )
     else:
         search_stage = Stage(
             name="search", make_searcher=None, job=job("search"), trainable=search_trial,
             config=lambda _e: {"seed": tune.grid_search(list(s.seeds))}, total=lambda _e: len(s.seeds),
-            resources=cpu, metric="val_uar", mode="max",
+            resources=cpu, metric="val_uar", mode="max", stoppable=True, max_epochs=s.epochs,
         )
     stages = [search_stage, loso_stage("loso", "search", "searched")]
     if s.baseline:
@@ -472,6 +483,7 @@ def rnas_figures(outcomes: dict[str, StageOutcome], *, run_dir: str, num_classes
         UserError: no LOSO fold of the searched network finished (every fold failed).
     """
     from orchestrator.errors import UserError
+    from orchestrator.results import stopped_after
 
     best_search = _best_search_row(outcomes["search"])
     searches = _searched_genotypes(outcomes["search"])
@@ -508,7 +520,8 @@ def rnas_figures(outcomes: dict[str, StageOutcome], *, run_dir: str, num_classes
         "search_trials": [
             {"trial_id": r["trial_id"], "val_uar": r["value"] if math.isfinite(r["value"]) else None,
              "status": r["status"], "arch_key": r["arch_key"],
-             **{k: json.loads(r["metrics"]).get(k) for k in ("seed", "arch_lr", "arch_weight_decay")}}
+             **{k: json.loads(r["metrics"]).get(k) for k in ("seed", "arch_lr", "arch_weight_decay")},
+             **({"stopped_early": stopped_after(r)} if stopped_after(r) is not None else {})}
             for r in outcomes["search"].frame.to_dict("records")
         ],
     }
@@ -602,6 +615,9 @@ class RnasSearcherConfig(Section):
     loso_lr: float = Field(2e-3, gt=0)
     baseline: bool = True  # a hand-designed 3D CNN of about the same size under the same LOSO
     ablations: tuple[Literal["darts_ops", "no_partial", "no_attention", "no_edge_norm"], ...] = ()
+    # the search trials (seeds or Optuna's) report every epoch: `scheduler` (asha, median) applies to the
+    # `search` stage, and a stopped search's genotype is never retrained (rnas_stages); `hpo` does not apply
+    stoppable: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _check(self) -> RnasSearcherConfig:
