@@ -91,6 +91,12 @@ def _meta_features(config: ExperimentConfig, data: Any) -> dict[str, float]:
 
 def prepare(config: ExperimentConfig, raw: dict[str, Any], *, storage: str | None, name: str | None) -> RunPaths:
     """Checks that need no Ray, then creates RUN_DIR with the resolved config. Nothing on failure."""
+    run_check = METHODS.get(config.searcher.name).run_check
+    if run_check is not None:
+        try:
+            run_check(config)
+        except ValueError as exc:
+            raise UserError(f"config: {exc}") from None
     explicit = name is not None
     name = name or config.name
     if name == STORE_DIR:

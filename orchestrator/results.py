@@ -147,6 +147,8 @@ STOPPED_EARLY = "stopped early by "  # how the ``error`` of a row a trial schedu
 
 def completed_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``frame`` whose training ran in full: without those a trial scheduler stopped early."""
+    if "error" not in frame.columns:
+        return frame
     stopped = frame["error"].map(lambda e: isinstance(e, str) and e.startswith(STOPPED_EARLY))
     return frame[~stopped]
 

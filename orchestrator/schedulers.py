@@ -11,10 +11,9 @@ the metric of its last reported epoch; its row in results.parquet says so (``epo
 trained, ``error`` = ``stopped early by <name> ...``). It is never written to the benchmark store (only
 whole trainings are).
 
-What a stop means is the searcher's (or the method's) to say, and each docstring does: random search keeps
-the stopped trial's last value, macro-micro rejects the candidate, RNAS-MER rejects the search seed (never
-retrained), MONAS's retraining reports no test figures for a stopped baseline winner
-(``orchestrator.results.completed_rows`` / ``stopped_after``). A trial whose config carries ``reference: True``
+What a stop means is each searcher's or method's to say, and their docstrings do (one keeps the stopped
+trial's last value, another rejects the candidate, a third reports no test figures for it; the tools:
+``orchestrator.results.completed_rows`` / ``stopped_after``). A trial whose config carries ``reference: True``
 (``search_algos.base.REFERENCE_KEY``: an evaluation later verdicts are measured against) is never
 stopped (:class:`StageScheduler`): the scheduler still sees its results.
 

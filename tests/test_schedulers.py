@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -98,9 +99,8 @@ def test_hpo_problems_name_each_key() -> None:
 
 @pytest.mark.parametrize("raw, message", [
     ({"scheduler": {"name": "pbt"}}, "scheduler: pbt does not apply"),
-    ({"searcher": {"name": "hyperfd"}, "data": {"dataset": "detection"}, "scheduler": {"name": "asha"}},
-     "scheduler applies only to searchers whose trials train for several epochs and report each "
-     "(random, macro_micro, samos, rnas_mer)"),
+    ({"searcher": {"name": "hyperfd"}, "data": {"dataset": "detection"}, "scheduler": {"name": "hyperband"}},
+     "hyperband does not apply to searcher 'hyperfd'"),
     ({"searcher": {"name": "samos"}, "data": {"dataset": "faces3d"}, "space": {"name": "multipath"},
       "scheduler": {"name": "hyperband"}}, "hyperband does not apply to searcher 'samos'"),
     ({"searcher": {"name": "macro_micro"}, "scheduler": {"name": "hyperband"}}, "hyperband does not apply to searcher 'macro_micro'"),
@@ -409,3 +409,57 @@ def test_asha_with_monas_stops_a_baseline_retraining_and_trains_samos_child_in_f
     assert (frame.loc[frame["stage"] != "retrain", "error"] == "").all()
     journal = [json.loads(line) for line in (run / "retrain" / "scheduler-journal.jsonl").read_text().splitlines()]
     assert any(e.get("reference") for e in journal) and not (run / "tau_standalone" / "scheduler-journal.jsonl").exists()
+
+
+HYPERFD_TINY = [
+    "searcher.domains=[blur]", "searcher.spaces=[detector_hpo]", "searcher.pool_size=3", "searcher.budget=2",
+    "searcher.orders=2", "searcher.offline_datasets=2", "searcher.offline_configs=2", "searcher.epochs=3",
+    "searcher.eval_every=1", "searcher.source_images=80", "searcher.min_images=15",
+    "searcher.clustering_methods=[kmeans]", "searcher.clustering_ks=[2,3]", "data.n_images=20",
+    "resources.max_concurrent_trials=1",
+]  # fmt: skip
+ASHA_SETS = ["scheduler.name=asha", "scheduler.grace_period=1", "scheduler.reduction_factor=2"]
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_asha_with_hyperfd_search_and_build_never_stores_a_stopped_row(tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    search = ["searcher.mode=search", "searcher.pool_size=6", "searcher.num_samples=4", "searcher.warm_start=0",
+              "searcher.epochs=4"]
+    run = facenas("run", "configs/hyperfd.yaml", "--storage", str(storage), "--name", "search",
+                  *_sets(*HYPERFD_TINY, *search, *ASHA_SETS), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    frame = pd.read_parquet(storage / "search" / "results.parquet")
+    stopped = frame[frame["error"].str.startswith("stopped early by asha")]
+    whole = frame[frame["error"] == ""]
+    assert len(frame) == 4 and len(stopped) >= 1 and len(whole) >= 1, frame[["arch_key", "epochs", "value", "error"]]
+    assert evaluations_stored(storage) == len(whole)  # only whole trainings are benchmark rows
+    best = json.loads((storage / "search" / "best.json").read_text())
+    assert best["arch_key"] in set(whole["arch_key"]) and best["value"] == whole["value"].max()
+    assert best["best_by_space"]["detector_hpo"]["stopped_early"] == len(stopped)
+
+    # a build with ASHA stores its whole rows only; one without completes the table
+    built = facenas("benchmark", "build", "configs/hyperfd.yaml", "--storage", str(tmp_path / "b"),
+                    *_sets(*HYPERFD_TINY, *ASHA_SETS), timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    cut = re.search(r"(\d+) rows stopped early by asha: not stored", built.stdout)
+    assert cut is not None, built.stdout[-2000:]
+    rows = evaluations_stored(tmp_path / "b")
+    assert rows == 10 - int(cut.group(1)) and f"detector_hpo: {rows} rows evaluated" in built.stdout
+    rest = facenas("benchmark", "build", "configs/hyperfd.yaml", "--storage", str(tmp_path / "b"),
+                   *_sets(*HYPERFD_TINY), timeout=600)
+    assert rest.returncode == 0 and f"detector_hpo: {10 - rows} rows evaluated" in rest.stdout
+    assert evaluations_stored(tmp_path / "b") == 10
+
+
+def test_a_scheduler_with_hyperfd_table7_is_refused_before_anything_starts(tmp_path: Path, capsys) -> None:
+    code = main(["run", str(REPO / "configs" / "hyperfd.yaml"), "--storage", str(tmp_path), "--set", "scheduler.name=asha"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not apply to hyperfd's mode: protocol" in err[0] and "set searcher.mode: search" in err[0]
+    assert not any(tmp_path.iterdir())

@@ -85,6 +85,8 @@ class Method:
         deciding: the stage whose evaluations best.json describes; None: the last stage.
         check: ``check(config)`` raises ``ValueError`` (its message states the rule) when the sections of
             a config do not go with this method; called once the config's sections are valid.
+        run_check: ``run_check(config)`` raises ``ValueError`` for a config :attr:`check` accepts that
+            ``facenas run`` cannot run (its offline :attr:`commands` can); called before anything is created.
         exclusive: :attr:`data` and :attr:`space` go with this method only: :attr:`check` also runs for a
             config of another searcher that names either.
         export: ``export(arch, config) -> (model, input_shape, prepare)`` for ``facenas export`` of an
@@ -104,6 +106,7 @@ class Method:
     stages: StagesBuilder
     deciding: str | None = None
     check: Callable[[ExperimentConfig], None] | None = None
+    run_check: Callable[[ExperimentConfig], None] | None = None
     exclusive: bool = False
     export: Callable[[Any, ExperimentConfig], tuple[Any, tuple[int, ...], dict[str, Any]]] | None = None
     picture: Callable[[Any], Any] | None = None

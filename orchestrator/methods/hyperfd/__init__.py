@@ -16,7 +16,7 @@ imported when a run or a build needs them (they import Ray and pandas).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -75,6 +75,9 @@ class HyperFDSearcherConfig(Section):
     mode: Literal["protocol", "search"] = "protocol"
     num_samples: int = Field(8, ge=1)
     warm_start: int = Field(4, ge=0)
+    # detector trials report every validated epoch: `scheduler` (asha, median) applies to mode: search and
+    # to `facenas benchmark build`; a stopped row is never stored nor the best (mode: protocol refuses it)
+    stoppable: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _check(self) -> HyperFDSearcherConfig:
@@ -120,6 +123,15 @@ def _check(config: ExperimentConfig) -> None:
         )
 
 
+def _run_check(config: ExperimentConfig) -> None:
+    if config.searcher.mode == "protocol" and config.scheduler.name != "none":
+        raise ValueError(
+            f"scheduler {config.scheduler.name!r} does not apply to hyperfd's mode: protocol (Table 7 ranks whole "
+            "trainings of every pool config); it applies to mode: search and to `facenas benchmark build`: remove "
+            "scheduler or set searcher.mode: search"
+        )
+
+
 def _stages(config: ExperimentConfig, data: Any, store: StoreClient, run_dir: str) -> StagePlan:
     from orchestrator.methods.hyperfd.online import hyperfd_stages
 
@@ -142,6 +154,7 @@ METHOD = Method(
     space=None,  # its spaces (detector_hpo, detector_nas) are searcher.spaces
     stages=_stages,
     check=_check,
+    run_check=_run_check,
     commands=(
         Command(
             group="benchmark",

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.trial import StoreKey, TrialSequence, require_finite
+from orchestrator.trial import EpochHook, StoreKey, TrialSequence, require_finite
 from orchestrator.methods.hyperfd.plan import METRIC, Plan, load_recipe, register_datasets, same_protocol
 from orchestrator.pipeline import Stage
 from search_algos.fixed import FixedArchSearcher
@@ -57,7 +58,10 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
 
     A stored evaluation with the same protocol is served from the store (``cached=True``); otherwise the
     detector trains (:func:`trainables.detection.train.fit_detector`) and the result is stored before the
-    trial reports. A diverging run (NaN loss) is a failed evaluation, reported and not stored.
+    trial reports. A diverging run (NaN loss) is a failed evaluation, reported and not stored. Every
+    validated epoch before the last is reported too (``epoch``, ``val_ap50`` of that epoch): a trial
+    scheduler may stop the trial there, and a stopped trial never reaches the store (only whole trainings
+    are benchmark rows).
     """
     import torch
 
@@ -71,7 +75,13 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": dataset_id,
             "stage": job.stage}  # fmt: skip
 
-    def fit(_epoch: Any, _resume: Any) -> dict[str, Any]:
+    def fit(epoch: EpochHook, _resume: Any) -> dict[str, Any]:
+        def validated(metrics: dict[str, float]) -> None:
+            # every validated epoch but the last is reported as it is (a trial scheduler ranks it; the
+            # result, with the best epoch's test AP, is the final report); no state: a retry starts afresh
+            if math.isfinite(metrics["val_ap50"]) and metrics["epoch"] < epochs:
+                epoch({"epoch": float(metrics["epoch"]), "train_loss": metrics["train_loss"], METRIC: metrics["val_ap50"]})
+
         data = load_recipe(job.recipes[dataset_id])
         if job.space == "detector_hpo":
             hpo, backbone = arch, DetectorArch.from_dict(job.training["partner"])
@@ -81,7 +91,7 @@ def evaluate_detector(config: dict[str, Any], job: DetectorJob) -> None:
         done = fit_detector(data, hpo, backbone, epochs=epochs, seed=job.seed, batch_size=t["batch_size"],
                            width_mult=t["width_mult"], eval_every=t["eval_every"], threads=1,
                            use_gpu=job.device.get("use_gpu", False), precision=t.get("precision", "fp32"),
-                           channels_last=job.device.get("channels_last", False))  # fmt: skip
+                           channels_last=job.device.get("channels_last", False), on_epoch=validated)  # fmt: skip
         return {"val_ap50": done.val_ap50, "test_ap50": done.test_ap50, "params": float(done.params),
                 "best_epoch": float(done.best_epoch), "train_loss": done.train_loss}  # fmt: skip
 
@@ -114,8 +124,13 @@ def missing_jobs(plan: Plan, space: str, store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def benchmark_stage(plan: Plan, space: str, store: Store, *, run: str, name: str) -> Stage:
-    """A stage evaluating the benchmark rows of ``space`` still missing when it starts."""
+def benchmark_stage(plan: Plan, space: str, store: Store, *, run: str, name: str, stoppable: bool = False) -> Stage:
+    """A stage evaluating the benchmark rows of ``space`` still missing when it starts.
+
+    ``stoppable``: a trial scheduler applies (``facenas benchmark build`` with a ``scheduler``); a row it
+    stops is not stored and stays missing, so a later build without a scheduler completes it. Table 7's
+    own benchmark stages (``mode: protocol``) are not: its ranks need every pool config's whole training.
+    """
     job = DetectorJob(space, plan.recipes(), plan.training[space], plan.seed, store, run, name, plan.device)
     jobs = functools.lru_cache(maxsize=1)(lambda: tuple(json.dumps(j, sort_keys=True) for j in missing_jobs(plan, space, store)))
     return Stage(
@@ -126,6 +141,8 @@ def benchmark_stage(plan: Plan, space: str, store: Store, *, run: str, name: str
         trainable=evaluate_detector,
         metric=METRIC,
         mode="max",
+        stoppable=stoppable,
+        max_epochs=plan.epochs,
     )
 
 
@@ -133,9 +150,12 @@ def build_benchmark(config: ExperimentConfig, storage: Path) -> dict[str, int]:
     """``facenas benchmark build CONFIG``: fill the store with the plan's missing rows (Ray must be up).
 
     Returns:
-        space -> rows evaluated by this call (0 when the table was complete).
+        space -> rows this call stored (0 when the table was complete). With a ``scheduler``, rows it
+        stopped early are not stored (see :func:`benchmark_stage`); its rungs rank the build's trials
+        together, whichever dataset each row is on.
     """
     from orchestrator.pipeline import run_stage
+    from orchestrator.results import completed_rows
     from orchestrator.store import StoreClient
 
     store = StoreClient.start(str(storage / "benchmark"))
@@ -144,11 +164,18 @@ def build_benchmark(config: ExperimentConfig, storage: Path) -> dict[str, int]:
     build_dir = storage / "benchmark" / "builds" / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     done = {}
     for space in config.searcher.spaces:
-        stage = benchmark_stage(plan, space, store, run=f"benchmark:{config.name}", name=f"build-{space}")
+        stage = benchmark_stage(plan, space, store, run=f"benchmark:{config.name}", name=f"build-{space}",
+                                stoppable=True)
         n = stage.total({})
         print(f"[build-{space}] {n} of {len(plan.jobs(space))} rows missing", flush=True)
         if n:
-            run_stage(stage, run_dir=build_dir, earlier={}, metric=METRIC, mode="max",
-                      resources=config.resources.model_dump(), training={"train_workers": 1})  # fmt: skip
+            outcome = run_stage(stage, run_dir=build_dir, earlier={}, metric=METRIC, mode="max",
+                                resources=config.resources.model_dump(), training={"train_workers": 1},
+                                scheduler=config.scheduler.model_dump())  # fmt: skip
+            stopped = len(outcome.frame) - len(completed_rows(outcome.frame))
+            if stopped:
+                print(f"[build-{space}] {stopped} rows stopped early by {config.scheduler.name}: not stored; a "
+                      "build without a scheduler completes them", flush=True)
+            n -= stopped
         done[space] = n
     return done

@@ -32,7 +32,7 @@ from orchestrator.methods.hyperfd.table import table7, table7_markdown
 from orchestrator.methods.streams import HYPERFD_ORDER_SALT, HYPERFD_SEARCH_PICK_SALT
 from orchestrator.paths import RunPaths
 from orchestrator.pipeline import Stage, StageOutcome
-from orchestrator.results import pick_best, write_json_atomic
+from orchestrator.results import completed_rows, pick_best, write_json_atomic
 from search_algos.durable import write_text_durable
 from search_algos.fixed import FixedArchSearcher
 from search_algos.hyperfd import PerformanceRanker, RankerSettings, TaskResults, TransferRankerSearcher, config_encoding
@@ -309,23 +309,28 @@ def search_stages(config: ExperimentConfig, store: StoreClient, run_dir: Path) -
             jobs = [{"arch": a, "dataset_id": dataset.dataset_id} for a in chosen["warm"] + chosen["random"]]
             return job_searcher(jobs, epochs=s.epochs)
 
+        # a trial scheduler may stop a pick early: its row is never the best and never stored
         return Stage(name=name, make_searcher=searcher, job=job, total=lambda _e: s.num_samples,
-                     trainable=evaluate_detector, metric=METRIC, mode="max")  # fmt: skip
+                     trainable=evaluate_detector, metric=METRIC, mode="max", stoppable=True,
+                     max_epochs=s.epochs)  # fmt: skip
 
     stages = [stage(space) for space in s.spaces]
 
     def select(outcomes: dict[str, StageOutcome]) -> dict[str, Any] | None:
-        return pick_best(outcomes[f"search-{s.spaces[0]}"].frame, mode="max")
+        return pick_best(outcomes[f"search-{s.spaces[0]}"].frame, mode="max", completed=True)
 
     def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
         best, warm = {}, {}
         for space in s.spaces:
             chosen = picks(space)
             warm[space] = [decode_arch(space, a).key() for a in chosen["warm"]]
-            top = pick_best(outcomes[f"search-{space}"].frame, mode="max")
+            frame = outcomes[f"search-{space}"].frame
+            top = pick_best(frame, mode="max", completed=True)
+            stopped = len(frame) - len(completed_rows(frame))
             if top is not None:
                 best[space] = {"arch_key": top["arch_key"], "val_ap50": top["value"],
-                               "from_warm_start": top["arch_key"] in warm[space]}  # fmt: skip
+                               "from_warm_start": top["arch_key"] in warm[space],
+                               **({"stopped_early": stopped} if stopped else {})}  # fmt: skip
         return {"space": s.spaces[0], "dataset": data.domain, "dataset_id": dataset.dataset_id, "best_by_space": best,
                 "warm_start": warm}  # fmt: skip
 
