@@ -9,7 +9,17 @@
   task separates architectures at all: the spread of the random networks' validation accuracy and its
   Spearman correlation with their parameter counts (pooled over seeds; after ``final_epochs``).
 
-Every decision of a search is taken on validation accuracy; test accuracy enters only the reported RI.
+- ``monas_samos_vs_random`` (MONAS, ``papers/monas-multipath-oneshot-nas-3d-face-alignment.txt``
+  §III-D, Table IV): the whole ``configs/monas.yaml`` pipeline (MNUS supernet -> SAMOS -> random search at
+  equal one-shot evaluations on the same supernet -> both winners retrained from scratch and tested; with
+  its ablation: a uniform-sampled supernet and Kendall's tau of one-shot vs stand-alone NME) for seeds 0, 1,
+  2. Value: the mean over seeds of (random's - SAMOS's) retrained test NME (%, > 0: SAMOS's child is
+  better). ``holds`` when SAMOS's mean is below random's both on one-shot validation NME (what both
+  searches optimise) and on retrained test NME, and the supernet is trained well enough that SAMOS's
+  child's one-shot validation NME is within :data:`MONAS_GAP` points of its stand-alone validation NME
+  (mean over seeds). Beside it: tau (MNUS vs uniform) per seed and mean ± std, and per-seed wins.
+
+Every decision of a search is taken on validation figures; test figures enter only what is reported.
 
 ``benchmarks/run.py`` loads this module by path and calls :func:`install` with its registry and helpers;
 nothing here imports ``run.py``.
@@ -25,11 +35,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["NAMES", "install", "macro_micro_ri"]
+__all__ = ["NAMES", "install", "macro_micro_ri", "monas_samos_vs_random"]
 
-NAMES = ("macro_micro_ri",)
+NAMES = ("macro_micro_ri", "monas_samos_vs_random")
 SEEDS = (0, 1, 2)
 _CONFIG = Path(__file__).resolve().parent.parent / "configs" / "macro_micro.yaml"
+_MONAS = Path(__file__).resolve().parent.parent / "configs" / "monas.yaml"
+# The distance (NME points) within which one-shot NME must come to stand-alone NME for the supernet to count
+# as trained: stated before the measurement (issue 13 asks for "a stated distance"); at 6 supernet epochs it
+# was about 4 (19 vs 15).
+MONAS_GAP = 2.5
+# --quick: the same task and pipeline, shorter (a smoke test of the figure, not the figure).
+_MONAS_QUICK = {"supernet_epochs": 3, "iterations": 10, "retrain_epochs": 3, "ablation_children": 4}
 # --quick: the same task and pipeline at a smaller budget (a smoke test of the figure, not the figure).
 _QUICK = {"d_max": 5, "w_max": 16, "e_min_macro": 3, "e_min_micro": 3, "final_epochs": 6, "final_seeds": 1,
           "baseline_samples": 4, "equal_param_samples": 4}  # fmt: skip
@@ -55,7 +72,7 @@ def install(
 ) -> None:
     """Register the search-quality benchmarks with ``register`` (``run.py``'s, which refuses duplicates)."""
     hooks = Hooks(progress=progress, local_ray=local_ray, run_experiment=run_experiment)
-    for name, fn in zip(NAMES, (macro_micro_ri,)):
+    for name, fn in zip(NAMES, (macro_micro_ri, monas_samos_vs_random)):
         register(name)(functools.update_wrapper(functools.partial(fn, hooks=hooks), fn))
 
 
@@ -163,5 +180,92 @@ def macro_micro_ri(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
             "config": str(_CONFIG.name) + (" (quick budget: " + str(_QUICK) + ")" if quick else ""),
             "per_seed": per_seed,
             "paper": "RI > 2 in 5 search runs on CIFAR-10 (§4.1, Table 3); criterion RI > 0 across runs",
+        },
+    }
+
+
+def monas_raw(seed: int, *, quick: bool) -> dict[str, Any]:
+    """``configs/monas.yaml`` for one seed (its quick variant shortens the budget, not the task)."""
+    import yaml
+
+    raw = yaml.safe_load(_MONAS.read_text())
+    raw.update(name=f"monas-seed{seed}", seed=seed)
+    raw["resources"] = {**raw.get("resources", {}), "max_failures": 0}
+    if quick:
+        raw["searcher"].update(_MONAS_QUICK)
+    return raw
+
+
+def monas_seed_figures(best: dict[str, Any]) -> dict[str, Any]:
+    """One seed's figures from MONAS's best.json: both searches' one-shot and retrained NME, the gap, tau."""
+    table = {(r["supernet"], r["search"]): r for r in best["ablation"]}
+    main = best["ablation"][0]["supernet"]  # the config's sampling comes first (monas_figures)
+    samos, rand = table[(main, "SAMOS")], table[(main, "random")]
+    taus = {k: v.get("kendall_tau") for k, v in (best.get("ranking_correlation") or {}).items()}
+    return {
+        "oneshot_val_nme": {"samos": samos["oneshot_val_nme"], "random": rand["oneshot_val_nme"]},
+        "test_nme": {"samos": samos["test_nme"], "random": rand["test_nme"]},
+        # SAMOS's child: one-shot validation NME on the supernet - its validation NME trained alone
+        "oneshot_gap": samos["oneshot_val_nme"] - best["value"],
+        "standalone_val_nme": best["value"],
+        "kendall_tau": taus,
+        "arch_key": {"samos": samos["arch_key"], "random": rand["arch_key"]},
+        "evaluations": {"samos": samos["evaluations"], "random": rand["evaluations"]},
+    }
+
+
+def monas_samos_vs_random(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
+    """SAMOS against random search at equal one-shot evaluations, over seeds (issue 13, deliverable 3).
+
+    Returns:
+        value = mean over seeds of random's - SAMOS's retrained test NME (%); holds as the module says.
+    """
+    name = "monas_samos_vs_random"
+    per_seed = []
+    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp, hooks.local_ray(2):
+        for seed in SEEDS:
+            hooks.progress(name, f"seed {seed}")
+            best, seconds, _run_dir = hooks.run_experiment(monas_raw(seed, quick=quick), Path(tmp) / f"seed{seed}")
+            figures = {"seed": seed, **monas_seed_figures(best), "seconds": seconds}
+            per_seed.append(figures)
+            hooks.progress(name, f"  one-shot {figures['oneshot_val_nme']}  test {figures['test_nme']}")
+
+    def side(key: str, who: str) -> dict[str, Any]:
+        return mean_std([s[key][who] for s in per_seed])
+
+    margins = [None if s["test_nme"]["samos"] is None or s["test_nme"]["random"] is None
+               else s["test_nme"]["random"] - s["test_nme"]["samos"] for s in per_seed]
+    oneshot = {who: side("oneshot_val_nme", who) for who in ("samos", "random")}
+    test = {who: side("test_nme", who) for who in ("samos", "random")}
+    gap = mean_std([s["oneshot_gap"] for s in per_seed])
+    samplings = sorted({k for s in per_seed for k in s["kendall_tau"]})
+    holds = (
+        None not in margins
+        and oneshot["samos"]["mean"] < oneshot["random"]["mean"]
+        and test["samos"]["mean"] < test["random"]["mean"]
+        and gap["mean"] <= MONAS_GAP
+    )
+    return {
+        "value": mean_std(margins)["mean"],
+        "unit": "NME points",
+        "goal": 0.0,
+        "holds": bool(holds),
+        "detail": {
+            "dataset": "faces3d",
+            "seeds": list(SEEDS),
+            "oneshot_val_nme_mean_std": oneshot,
+            "test_nme_mean_std": test,
+            "test_margin": margins,
+            "samos_wins": {
+                "oneshot": sum(s["oneshot_val_nme"]["samos"] < s["oneshot_val_nme"]["random"] for s in per_seed),
+                "test": sum(m is not None and m > 0 for m in margins),
+                "of": len(per_seed),
+            },
+            "oneshot_gap_mean_std": gap,
+            "oneshot_gap_goal": MONAS_GAP,
+            "kendall_tau_mean_std": {k: mean_std([s["kendall_tau"].get(k) for s in per_seed]) for k in samplings},
+            "config": str(_MONAS.name) + (" (quick budget: " + str(_MONAS_QUICK) + ")" if quick else ""),
+            "per_seed": per_seed,
+            "paper": "Table IV: SAMOS beats random search, and MNUS's tau beats uniform sampling's",
         },
     }

@@ -51,7 +51,7 @@ Benchmark = Callable[[bool], dict[str, Any]]
 BENCHMARKS: dict[str, Benchmark] = {}
 # ``--only GROUP`` runs these (in this order); a group name is never a benchmark name.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "quality": ("macro_micro_ri", "ranking_static_vs_dynamic"),  # does each search beat its simple alternative
+    "quality": ("macro_micro_ri", "monas_samos_vs_random", "ranking_static_vs_dynamic"),  # does each search beat its simple alternative
 }
 RESULT_KEYS = ("value", "unit", "goal", "holds", "detail")
 

@@ -91,3 +91,51 @@ def test_holds_only_when_every_seed_improves(quality, tmp_path, ris, holds):
     assert detail["ri"] == list(ris) and detail["ri_equal_params_mean_std"]["mean"] == -1.0
     assert detail["task_separation"]["networks"] == 12 and detail["task_separation"]["val_acc_spread"] == 15.0
     assert [s["random_mean_params"] for s in detail["per_seed"]] == [1250.0] * 3
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_monas_benchmark_runs_the_shipped_config_with_its_ablation(quality, quick):
+    config = parse_config(quality.monas_raw(2, quick=quick))
+    assert config.seed == 2 and config.data.dataset == "faces3d" and config.searcher.ablation
+    shipped = parse_config(quality.monas_raw(2, quick=False)).searcher
+    if quick:  # shorter, on the same task and space
+        assert config.searcher.supernet_epochs < shipped.supernet_epochs and config.data == parse_config(
+            quality.monas_raw(2, quick=False)).data
+    else:
+        assert config.searcher == shipped
+
+
+def _monas_best(samos: tuple[float, float], rand: tuple[float, float], standalone_val: float) -> dict[str, Any]:
+    """MONAS's best.json as monas_figures writes it: (one-shot val, retrained test) NME of both winners."""
+    def row(supernet, search, figures, key):
+        return {"supernet": supernet, "search": search, "evaluations": 20, "oneshot_val_nme": figures[0],
+                "test_nme": figures[1], "nme_mean": figures[1], "arch_key": key}
+    return {"value": standalone_val, "search": {},
+            "ablation": [row("mnus", "SAMOS", samos, "a"), row("mnus", "random", rand, "b"),
+                         row("uniform", "SAMOS", (30.0, 30.0), "c"), row("uniform", "random", (1.0, 1.0), "d")],
+            "ranking_correlation": {"mnus": {"kendall_tau": 0.7}, "uniform": {"kendall_tau": 0.5}}}
+
+
+@pytest.mark.parametrize("seeds, holds", [
+    ([((16.0, 14.5), (16.1, 15.9), 14.6)] * 3, True),
+    # SAMOS better on test but not on the one-shot NME both searches optimise
+    ([((16.2, 14.5), (16.1, 15.9), 14.6)] * 3, False),
+    # both better, but the supernet's one-shot NME is far from stand-alone NME (undertrained)
+    ([((19.0, 14.5), (19.1, 15.9), 14.6)] * 3, False),
+])
+def test_monas_holds_on_the_main_supernet_only_when_samos_leads_both_and_the_gap_is_small(quality, seeds, holds):
+    import contextlib
+
+    runs = iter(seeds)
+    hooks = quality.Hooks(
+        progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
+        run_experiment=lambda raw, _storage: (_monas_best(*next(runs)), 1.0, Path(".")),
+    )  # fmt: skip
+    out = quality.monas_samos_vs_random(True, hooks=hooks)
+    (samos, rand, standalone) = seeds[0]
+    assert out["holds"] is holds and out["value"] == pytest.approx(rand[1] - samos[1])
+    detail = out["detail"]
+    assert detail["oneshot_gap_mean_std"]["mean"] == pytest.approx(samos[0] - standalone)
+    assert detail["samos_wins"] == {"oneshot": 3 * (samos[0] < rand[0]), "test": 3, "of": 3}
+    assert detail["kendall_tau_mean_std"]["mnus"]["mean"] == pytest.approx(0.7)
+    assert detail["per_seed"][0]["arch_key"] == {"samos": "a", "random": "b"}  # the main supernet's winners

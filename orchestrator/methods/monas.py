@@ -15,6 +15,12 @@ evaluations on the same supernet) -> ``retrain`` (both winners from scratch). Wi
 also the paper's Table IV at small scale: a ``uniform``-sampled supernet with its own SAMOS and random
 searches, and Kendall's tau between one-shot and stand-alone NME of ``ablation_children`` children.
 
+With a ``scheduler`` (asha or median) the ``retrain`` stage's trials may be stopped early: SAMOS's child
+is the reference (``REFERENCE_KEY``) and always trains in full, so ``best.json``'s row is a whole
+training; a baseline winner stopped early keeps its validation NME at the epoch it stopped, has no test
+figures (its ``ablation`` row says ``stopped_early``), and ``samos_vs_random_test_nme`` is then None.
+Every other stage is whole: one-shot scores do not train, and Kendall tau needs whole trainings.
+
 Also the method's registry entry (``searcher: samos``): the ``multipath`` space and searcher sections,
 its rule (multipath space, alignment data), the export of a child as a stand-alone network, and the
 report's pictures (:func:`draw_multipath`, :func:`samos_plots`). Ray, torch and pandas are imported by
