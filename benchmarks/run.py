@@ -21,6 +21,8 @@ A benchmark is a function ``fn(quick: bool) -> dict`` added to :data:`BENCHMARKS
   2-node local cluster, with the same final architecture.
 - ``macro_micro_ri`` (``quality_bench.py``): Relative Improvement (§4.1) of the searched network over
   random networks and over random networks of its size, seeds 0-2, on cluttered digits.
+- ``monas_samos_vs_random`` (``quality_bench.py``): SAMOS against random search at equal one-shot
+  evaluations, on one-shot and retrained NME, with Kendall tau MNUS vs uniform, seeds 0-2.
 
 ``--only`` also takes a group name (:data:`GROUPS`): ``quality`` (does each search beat its simple
 alternative), ``scale`` (how cost grows with work).
