@@ -211,13 +211,14 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
 
     arch = decode_arch("multipath", config["arch"])
     epochs = int(config["epochs"])
+    seed = int(config.get("seed", job.seed))  # a training seed of the retraining (retrain_seeds), else the run's
     data = _dataset(job.data)
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": data.dataset_id,
-            "stage": job.stage}
+            "stage": job.stage, **({"seed": seed} if "seed" in config else {})}
     key = StoreKey.trained(space="multipath", arch_key=arch.key(), dataset_id=data.dataset_id, fidelity=epochs,
-                           seed=job.seed, training=job.settings)
+                           seed=seed, training=job.settings)
     checkpoint = str(RunPaths.of(job.storage_path).checkpoint(
-        job.stage, f"{arch.key()}-{data.dataset_id}-e{epochs}-s{job.seed}.pt"
+        job.stage, f"{arch.key()}-{data.dataset_id}-e{epochs}-s{seed}.pt"
     ))
 
     def settle(_metrics: dict[str, Any], cached: bool) -> None:
@@ -225,7 +226,7 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
             keep_final_weights(checkpoint, weights_path(job.storage_path, job.stage, arch.key(), epochs))
 
     def fit(epoch: EpochHook, resume: dict[str, Any] | None) -> dict[str, Any]:
-        return train_standalone(arch, data, _settings(job, epochs=epochs), resume_state=resume,
+        return train_standalone(arch, data, _settings(job, epochs=epochs, seed=seed), resume_state=resume,
                                 on_epoch=lambda m, state: epoch(m, state, last=m["epoch"] == epochs))
 
     TrialSequence(
@@ -327,12 +328,13 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
         # SAMOS's child is the reference: a trial scheduler never stops it (orchestrator.schedulers)
         archs, own = winners(earlier), _winner(earlier["search"])
         marks = [{REFERENCE_KEY: True} if own is not None and arch == own["arch"] else {} for arch in archs]
+        seeds = [config.seed + i for i in range(s.retrain_seeds)] if s.retrain_seeds > 1 else None
         return FixedArchSearcher(archs, epochs=s.retrain_epochs, metric="val_nme", mode="min", seed=config.seed,
-                                 extras=marks)
+                                 seeds=seeds, extras=marks)
 
     stages.append(Stage(
         name="retrain", make_searcher=retrain, job=job("retrain"), trainable=standalone_trial,
-        total=lambda e: len(winners(e)), stoppable=True, max_epochs=s.retrain_epochs,
+        total=lambda e: len(winners(e)) * s.retrain_seeds, stoppable=True, max_epochs=s.retrain_epochs,
     ))
     if s.ablation:
         children = _ablation_children(space, s.ablation_children, config.seed)
@@ -399,11 +401,32 @@ def _test_figures(row: dict[str, Any] | None) -> dict[str, Any]:
     return {k: metrics[k] for k in ("test_nme", "nme_by_yaw", "nme_mean", "dense_nme") if k in metrics}
 
 
+def _retrained(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A winner's figures over its retrainings (one per training seed): test NME and NME mean as means over
+    the whole ones, each seed's test NME, the stand-alone validation NME (mean), and, when a trial
+    scheduler stopped one, the epochs it trained (``stopped_early``; no test figure then)."""
+    from orchestrator.results import stopped_after
+
+    whole = [r for r in rows if stopped_after(r) is None]
+    figures = [_test_figures(r) for r in whole]
+    tests = [f["test_nme"] for f in figures if "test_nme" in f]
+    means = [f["nme_mean"] for f in figures if "nme_mean" in f]
+    out: dict[str, Any] = {
+        "test_nme": float(np.mean(tests)) if tests else None,
+        "nme_mean": float(np.mean(means)) if means else None,
+    }
+    if len(rows) > 1:
+        out["test_nme_by_seed"] = tests
+        out["standalone_val_nme"] = float(np.mean([r["value"] for r in whole])) if whole else None
+    stopped = [stopped_after(r) for r in rows if stopped_after(r) is not None]
+    if stopped:
+        out["stopped_early"] = stopped[0] if len(rows) == 1 else stopped
+    return out
+
+
 def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], main: str) -> dict[str, Any]:
     """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
     from scipy.stats import kendalltau
-
-    from orchestrator.results import stopped_after
 
     retrain = outcomes["retrain"].frame
     table = []
@@ -411,19 +434,15 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
         suffix = "" if sampling == main else f"_{sampling}"
         for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
             best = _winner(outcomes[stage])
-            row = None
-            if best is not None:
-                rows = retrain[(retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")]
-                row = rows.iloc[0].to_dict() if not rows.empty else None
-            figures = _test_figures(row)
-            stopped = None if row is None else stopped_after(row)
+            rows = [] if best is None else retrain[
+                (retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")].to_dict("records")
+            figures = _retrained(rows)
             table.append({
                 "supernet": sampling, "search": method, "evaluations": int(len(outcomes[stage].frame)),
                 "oneshot_val_nme": None if best is None else best["value"],
-                "test_nme": figures.get("test_nme"), "nme_mean": figures.get("nme_mean"),
                 "arch_key": None if best is None else best["arch_key"],
-                # a retraining a trial scheduler stopped has no test figures: its epochs trained instead
-                **({"stopped_early": stopped} if stopped is not None else {}),
+                # means over the training seeds; a retraining a trial scheduler stopped has no test figures
+                **figures,
             })
     out: dict[str, Any] = {"ablation": table}
     samos = next(r for r in table if r["supernet"] == main and r["search"] == "SAMOS")
@@ -482,6 +501,9 @@ class SamosSearcherConfig(Section):
     # baseline, retraining, ablation (Table IV)
     random_samples: int | None = Field(None, ge=1)
     retrain_epochs: int = Field(10, ge=1)
+    # each winner is retrained with this many training seeds (seed, seed+1, ...); its test figures are the
+    # means over them (one training of a small network is a noisy estimate of how good the child is)
+    retrain_seeds: int = Field(1, ge=1, le=10)
     ablation: bool = False
     ablation_children: int = Field(12, ge=3)
     # its retraining reports every epoch: `scheduler` (asha, median) applies there; SAMOS's winner trains in
