@@ -135,7 +135,7 @@ def test_monas_holds_on_the_main_supernet_only_when_samos_leads_both_and_the_gap
     (samos, rand, standalone) = seeds[0]
     assert out["holds"] is holds and out["value"] == pytest.approx(rand[1] - samos[1])
     detail = out["detail"]
-    assert detail["oneshot_gap_mean_std"]["mean"] == pytest.approx(samos[0] - standalone)
+    assert detail["oneshot_gap_abs_mean_std"]["mean"] == pytest.approx(abs(samos[0] - standalone))
     assert detail["samos_wins"] == {"oneshot": 3 * (samos[0] < rand[0]), "test": 3, "of": 3}
     assert detail["kendall_tau_mean_std"]["mnus"]["mean"] == pytest.approx(0.7)
     assert detail["per_seed"][0]["arch_key"] == {"samos": "a", "random": "b"}  # the main supernet's winners
