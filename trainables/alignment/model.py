@@ -382,6 +382,10 @@ class MultipathSupernet(nn.Module):
             )
         return self._view(self.plan(arch))(x)
 
+    def child_params(self, arch: Any) -> int:
+        """Parameters of ``arch``'s stand-alone network (:meth:`child_model`), counted without building it."""
+        return sum(p.numel() for p in self._view(self.plan(arch)).parameters())
+
     def child_model(self, arch: Any, *, inherit_weights: bool = False) -> MultipathChild:
         """A standalone network of ``arch``'s active edges (stand-alone retraining; export).
 

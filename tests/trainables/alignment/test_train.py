@@ -248,6 +248,7 @@ def test_child_model_equals_the_supernet_with_copied_weights() -> None:
         assert len(child.ops) == int(active.sum())
         assert n_edges == int((active & (arch.as_array() == EDGE_HPM)).sum())
         assert sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in net.parameters())
+        assert net.child_params(arch) == sum(p.numel() for p in child.parameters())  # counted without a copy
 
 
 def test_child_model_is_freshly_initialised_and_independent_of_the_supernet() -> None:
