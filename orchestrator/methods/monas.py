@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.config import ExperimentConfig
+    from orchestrator.evaluate import SharedDataset
     from orchestrator.methods.base import StagePlan
     from orchestrator.pictures import RunView
     from orchestrator.pipeline import StageOutcome
@@ -83,16 +84,17 @@ class AlignmentJob:
     storage_path: str  # RUN_DIR
     supernet: str = ""  # path of the trained supernet weights (one-shot stages)
     supernet_id: str = ""  # identity of those weights in the benchmark store
+    dataset: SharedDataset | None = None  # the driver's copy of ``data`` (a trial reads it, not builds it)
 
 
 _SUPERNETS: dict[str, Any] = {}
 
 
-def _dataset(kwargs: dict[str, Any]):
+def _dataset(job: AlignmentJob):
     from orchestrator.evaluate import cached_dataset
     from trainables.alignment.data import load_alignment_dataset
 
-    return cached_dataset(kwargs, load_alignment_dataset)
+    return cached_dataset(job.data, load_alignment_dataset, shared=job.dataset)
 
 
 def _space(job: AlignmentJob):
@@ -145,7 +147,7 @@ def supernet_trial(config: dict[str, Any], job: AlignmentJob) -> None:
                 save_state(state["model"], weights_path)
             epoch(metrics, state, last=last)
 
-        final = train_supernet(_space(job), _dataset(job.data), settings, on_epoch=on_epoch,
+        final = train_supernet(_space(job), _dataset(job), settings, on_epoch=on_epoch,
                                resume_state=resume, tensorboard_dir=tensorboard)
         if not os.path.isfile(weights_path):  # resumed after the last epoch was checkpointed: nothing trained now
             save_state(load_state(checkpoint)["model"], weights_path)
@@ -178,7 +180,7 @@ def oneshot_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     from trainables.alignment.train import evaluate_child
 
     arch = decode_arch("multipath", config["arch"])
-    data = _dataset(job.data)
+    data = _dataset(job)
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": 0, "dataset_id": data.dataset_id,
             "stage": job.stage}
     # one-shot scores are comparable on the same supernet only; no training protocol (any is served)
@@ -212,7 +214,7 @@ def standalone_trial(config: dict[str, Any], job: AlignmentJob) -> None:
     arch = decode_arch("multipath", config["arch"])
     epochs = int(config["epochs"])
     seed = int(config.get("seed", job.seed))  # a training seed of the retraining (retrain_seeds), else the run's
-    data = _dataset(job.data)
+    data = _dataset(job)
     base = {"arch": arch.to_json(), "arch_key": arch.key(), "epochs": epochs, "dataset_id": data.dataset_id,
             "stage": job.stage, **({"seed": seed} if "seed" in config else {})}
     key = StoreKey.trained(space="multipath", arch_key=arch.key(), dataset_id=data.dataset_id, fidelity=epochs,
@@ -252,11 +254,15 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
     Returns ``(stages, select, extras)``: ``select(outcomes)`` gives the row of the SAMOS child's
     stand-alone retraining; ``extras(outcomes)`` the random-search comparison and the ablation table.
     """
+    import ray
+
+    from orchestrator.evaluate import share_dataset
     from orchestrator.pipeline import Stage
     from search_algos.base import REFERENCE_KEY
     from search_algos.fixed import FixedArchSearcher
     from search_algos.random_search import RandomArchSearcher
     from search_algos.samos import SAMOSSearcher
+    from trainables.alignment.data import load_alignment_dataset
 
     s = config.searcher
     space = config.space.build()
@@ -275,12 +281,15 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
     # One-shot evaluations run in the trial's process: on its GPU with training.use_gpu (0 otherwise).
     oneshot_resources = {"cpu": 1, "gpu": config.resources.gpus_per_trial}
 
+    # the driver's data set (experiment.load_data: the same loader and arguments), read by every trial actor
+    shared = share_dataset(config.data.loader_kwargs(), data, load_alignment_dataset) if ray.is_initialized() else None
+
     def job(stage: str, supernet_stage: str | None = None, sampling: str | None = None) -> AlignmentJob:
         supernet = str(RunPaths.of(run_dir).supernet(supernet_stage)) if supernet_stage else ""
         identity = supernet_identity(data.dataset_id, settings, space_spec, config.seed, sampling) if sampling else ""
         return AlignmentJob(space=space_spec, data=config.data.loader_kwargs(), settings=settings, seed=config.seed,
                             store=store, run=os.path.basename(run_dir), stage=stage, storage_path=run_dir,
-                            supernet=supernet, supernet_id=identity)
+                            supernet=supernet, supernet_id=identity, dataset=shared)
 
     def suffix(sampling: str) -> str:
         return "" if sampling == main else f"_{sampling}"
