@@ -35,6 +35,7 @@ from orchestrator.results import (
     RESULT_COLUMNS, STOPPED_EARLY, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
 )
 from search_algos.base import ArchSearcher
+from search_algos.batch import CHILDREN_KEY, BatchSearcher
 
 __all__ = ["ProgressPrinter", "Stage", "StageOutcome", "run_stage"]
 
@@ -72,6 +73,10 @@ class Stage:
             candidates must share one training protocol.
         max_epochs: the longest training of a trial of the stage (the scheduler's default ``max_t``), for a
             stage whose searcher does not say it (``max_epochs`` or ``epochs``) or that has none.
+        children_per_trial: the most of the searcher's configs one trial evaluates, in turn
+            (:class:`search_algos.batch.BatchSearcher`; the trainable runs them with
+            :func:`orchestrator.trial.run_children`); for evaluations shorter than Tune's cost per trial.
+            1 (default): one config per trial. Not with a trial scheduler or ``hpo`` (a batch reports once).
     """
 
     name: str
@@ -86,6 +91,14 @@ class Stage:
     tunable: bool = False
     stoppable: bool = False
     max_epochs: int | None = None
+    children_per_trial: int = 1
+
+    def __post_init__(self) -> None:
+        if self.children_per_trial < 1 or (self.children_per_trial > 1 and self.schedulable):
+            raise ValueError(
+                f"stage {self.name!r}: children_per_trial must be >= 1, and 1 on a stage a trial scheduler or hpo "
+                f"drives (a batch reports once), but got {self.children_per_trial}"
+            )
 
     @property
     def schedulable(self) -> bool:
@@ -110,11 +123,20 @@ class ProgressPrinter(tune.Callback):
         print(f"[{self.stage}] {text}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
         r = trial.last_result or {}
+        children = r.get(CHILDREN_KEY)
+        if isinstance(children, list) and children:  # a batched trial (search_algos.batch): a line per child
+            configs = trial.config.get(CHILDREN_KEY) or []
+            for i, child in enumerate(children):
+                self._evaluation(child, configs[i] if i < len(configs) else {})
+            return
+        self._evaluation(r, trial.config)
+
+    def _evaluation(self, r: dict[str, Any], config: dict[str, Any]) -> None:
+        self.done += 1
         value = r.get(self.metric)
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-        arch_json = r.get("arch") or trial.config.get("arch")
+        arch_json = r.get("arch") or config.get("arch")
         arch = _described(r) or (_summary_of(arch_json) if arch_json else str(r.get("arch_key", "")))
         if r.get("status") == "failed" or not _finite(value):  # NaN or +-inf is a failed evaluation
             reason = r.get("error") or (f"{self.metric} is not finite" if value is not None else "no result")
@@ -364,12 +386,15 @@ def _stop_signal_flag() -> Iterator[threading.Event]:
 
 
 def _searcher(stage: Stage, earlier: dict[str, StageOutcome], hpo: dict[str, Any] | None) -> ArchSearcher:
-    """The stage's searcher; on a tunable stage with an ``hpo`` space, wrapped to draw hyper-parameters too."""
+    """The stage's searcher; on a tunable stage with an ``hpo`` space, wrapped to draw hyper-parameters too;
+    batched when the stage evaluates several configs per trial."""
     searcher = stage.make_searcher(earlier)
     if stage.tunable and hpo:
         from search_algos.hpo import HpoSearcher
 
         return HpoSearcher(searcher, hpo, seed=searcher.seed)
+    if stage.children_per_trial > 1:
+        return BatchSearcher(searcher, stage.children_per_trial)
     return searcher
 
 

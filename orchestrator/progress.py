@@ -59,7 +59,8 @@ class LiveProgress(tune.Callback):
         task = self._epochs.pop(trial.trial_id, None)
         if task is not None:
             self._progress.remove_task(task)
-        self._progress.advance(self._trials)
+        children = (getattr(trial, "config", None) or {}).get("children")  # a batched trial (search_algos.batch): its evaluations
+        self._progress.advance(self._trials, len(children) if isinstance(children, list) and children else 1)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trial)

@@ -122,7 +122,13 @@ class RayMetrics(tune.Callback):
     # (StoreClient pickles its address only) and the metric objects live in _instrument's cache.
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ended(trial_value(trial.last_result or {}, self.metric))
+        from search_algos.batch import CHILDREN_KEY
+
+        result = trial.last_result or {}
+        children = result.get(CHILDREN_KEY)
+        for r in children if isinstance(children, list) and children else [result]:  # a batch: each evaluation
+            self._count(trial_value(r if isinstance(r, dict) else {}, self.metric))
+        self._export_store()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(None)
@@ -135,6 +141,10 @@ class RayMetrics(tune.Callback):
         self._export_store()
 
     def _ended(self, value: float | None) -> None:
+        self._count(value)
+        self._export_store()
+
+    def _count(self, value: float | None) -> None:
         self.figures.add(value)
         tags = {"stage": self.stage, "run": self.run}
         _safely(lambda: _instrument("facenas_trials_finished").inc(1, tags=tags))
@@ -142,7 +152,6 @@ class RayMetrics(tune.Callback):
             _safely(lambda: _instrument("facenas_trials_failed").inc(1, tags=tags))
         elif self.figures.best == value:
             _safely(lambda: _instrument("facenas_best_value").set(value, tags=tags))
-        self._export_store()
 
     def _export_store(self) -> None:
         self._store_read_at = time.monotonic()

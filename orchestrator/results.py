@@ -103,43 +103,62 @@ def _trial_order(path: str) -> tuple[int, str]:
 
 
 def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[str, Any]]:
-    """One row per trial of a finished Tune experiment, in trial creation order."""
-    rows: list[dict[str, Any]] = []
-    order: list[tuple[int, str]] = []
+    """One row per trial of a finished Tune experiment, in trial creation order.
+
+    A batched trial (``search_algos.batch``: a ``children`` list in its config and its report) gives one row
+    per child, in the batch's order, with the trial id ``"<trial_id>/<i>"``; a trial that crashed fails
+    every child of its batch.
+    """
+    from search_algos.batch import CHILDREN_KEY, child_id
+
+    rows: list[tuple[tuple[int, str], int, dict[str, Any]]] = []
     for result in grid:
         m = dict(result.metrics or {})
         config = dict(result.config or {})
         trial_id = str(m.get("trial_id") or Path(result.path).name)
-        error = ""
-        status = m.get("status", "ok")
+        crash = ""
         if result.error is not None:
-            status = "failed"
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
-            error = lines[-1] if lines else type(result.error).__name__
-        elif status == "failed" or not math.isfinite(_float(m.get(metric))):
-            status = "failed"
-            error = m.get("error") or f"{metric} is not finite"
-        arch = m.get("arch") or config.get("arch") or ""
-        order.append(_trial_order(result.path))
-        rows.append(
-            {
-                "stage": stage,
-                "trial_id": trial_id,
-                "arch_key": m.get("arch_key") or "",
-                "arch": arch,
-                "metric": metric,
-                "value": _float(m.get(metric)),
-                "params": _count(m.get("params")),
-                "epochs": int(m.get("epochs") or config.get("epochs") or 0),
-                "cached": bool(m.get("cached", False)),
-                "status": status,
-                "error": str(error),
-                "test_acc": _float(m.get("test_acc")),
-                "dataset_id": m.get("dataset_id") or "",
-                "metrics": _own_metrics(m),
-            }
-        )
-    return [row for _, row in sorted(zip(order, rows), key=lambda pair: pair[0])]
+            crash = lines[-1] if lines else type(result.error).__name__
+        order = _trial_order(result.path)
+        if CHILDREN_KEY not in config:
+            rows.append((order, 0, _row(m, config, stage=stage, trial_id=trial_id, metric=metric, crash=crash)))
+            continue
+        reports = m.get(CHILDREN_KEY) or []
+        for i, child in enumerate(config[CHILDREN_KEY]):
+            own = dict(reports[i]) if i < len(reports) and not crash else {}
+            error = crash or ("" if own else "the trial reported no result for this child")
+            rows.append((order, i, _row(own, dict(child), stage=stage, trial_id=child_id(trial_id, i), metric=metric,
+                                        crash=error)))
+    return [row for _, _, row in sorted(rows, key=lambda entry: entry[:2])]
+
+
+def _row(m: dict[str, Any], config: dict[str, Any], *, stage: str, trial_id: str, metric: str,
+         crash: str) -> dict[str, Any]:
+    """The frame's row of one evaluation: its last report ``m``, its config, and the trial's crash (or "")."""
+    error = crash
+    status = m.get("status", "ok")
+    if crash:
+        status = "failed"
+    elif status == "failed" or not math.isfinite(_float(m.get(metric))):
+        status = "failed"
+        error = m.get("error") or f"{metric} is not finite"
+    return {
+        "stage": stage,
+        "trial_id": trial_id,
+        "arch_key": m.get("arch_key") or "",
+        "arch": m.get("arch") or config.get("arch") or "",
+        "metric": metric,
+        "value": _float(m.get(metric)),
+        "params": _count(m.get("params")),
+        "epochs": int(m.get("epochs") or config.get("epochs") or 0),
+        "cached": bool(m.get("cached", False)),
+        "status": status,
+        "error": str(error),
+        "test_acc": _float(m.get("test_acc")),
+        "dataset_id": m.get("dataset_id") or "",
+        "metrics": _own_metrics(m),
+    }
 
 
 STOPPED_EARLY = "stopped early by "  # how the ``error`` of a row a trial scheduler stopped begins (its status stays ok)

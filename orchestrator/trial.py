@@ -46,6 +46,7 @@ __all__ = [
     "plain_metrics",
     "record",
     "require_finite",
+    "run_children",
 ]
 
 Outcome = Literal["cached", "ok", "failed"]
@@ -183,6 +184,44 @@ def _tune_report(metrics: dict[str, Any]) -> None:
     from ray import tune
 
     tune.report(metrics)
+
+
+def run_children(config: Mapping[str, Any], evaluate: Callable[[dict[str, Any], Report], Any], *, metric: str,
+                 mode: str, report: Report | None = None) -> None:
+    """A trial of one config or, from a :class:`search_algos.batch.BatchSearcher`, of several in turn.
+
+    Args:
+        config: the trial config: one config, or ``{"children": [config, ...]}``.
+        evaluate: ``evaluate(config, report)`` runs one config's trial sequence (``TrialSequence.run``) with
+            ``report`` as its report function.
+        metric, mode: the stage's: which child's report the trial's own figure is.
+        report: Tune's ``report`` when None.
+
+    A plain config is one ``evaluate`` with ``report``. A batch collects each child's last report and
+    reports once: ``{**the best child's report, "children": [every child's last report, in order]}`` (the
+    best finite ``metric`` under ``mode``, the earliest on ties; the first child's when none is finite), so
+    Tune, the progress lines and the stage's frame (``orchestrator.results``) see a valid trial result. A
+    child that raises (not a failed evaluation: those are reports) fails the trial, and a retried trial is
+    served from the store what its first try recorded.
+    """
+    from search_algos.batch import CHILDREN_KEY
+
+    report = report or _tune_report
+    if CHILDREN_KEY not in config:
+        evaluate(dict(config), report)
+        return
+    results: list[dict[str, Any]] = []
+    for child in config[CHILDREN_KEY]:
+        reports: list[dict[str, Any]] = []
+        evaluate(dict(child), reports.append)
+        results.append(reports[-1] if reports else {metric: math.nan, "status": "failed", "error": "no report"})
+    finite = [r for r in results if r.get("status") != "failed" and _finite(r.get(metric))]
+    top = (min if mode == "min" else max)(finite, key=lambda r: float(r[metric])) if finite else results[0]
+    report({**top, CHILDREN_KEY: results})
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

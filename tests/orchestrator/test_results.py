@@ -34,3 +34,32 @@ def test_a_row_a_scheduler_stopped_is_never_the_completed_best():
     assert pick_best(frame, mode="max", completed=True)["arch_key"] == "full"
     assert list(completed_rows(frame)["arch_key"]) == ["full"]
     assert [stopped_after(r) for r in frame.to_dict("records")] == [2, None]
+
+
+def test_a_batched_trial_gives_a_row_per_child_in_order_and_a_crash_fails_each_child():
+    from types import SimpleNamespace
+
+    from orchestrator.results import rows_from_result_grid
+
+    def child(key: str, value: float, **more) -> dict:
+        return {"arch": f'"{key}"', "arch_key": key, "val_nme": value, "params": 7.0, "status": "ok", **more}
+
+    batch = SimpleNamespace(
+        path="/r/search/trial_0001_b", error=None,
+        config={"children": [{"arch": '"a"', "epochs": 0}, {"arch": '"b"', "epochs": 0}, {"arch": '"c"', "epochs": 0}]},
+        metrics={**child("a", 4.0), "trial_id": "b", "time_total_s": 1.0,
+                 "children": [child("a", 4.0), child("b", float("nan"), status="failed", error="diverged")]},
+    )  # the third child has no result
+    crashed = SimpleNamespace(path="/r/search/trial_0002_c", error=RuntimeError("actor died\nOOM"),
+                              config={"children": [{"arch": '"d"'}, {"arch": '"e"'}]}, metrics={})
+    plain = SimpleNamespace(path="/r/search/trial_0000_a", error=None, config={"arch": '"z"', "epochs": 0},
+                            metrics={**child("z", 3.0), "trial_id": "a", "time_total_s": 1.0})
+    rows = rows_from_result_grid([batch, crashed, plain], stage="random", metric="val_nme")
+    # a crashed trial reported no trial_id: its folder's name
+    assert [r["trial_id"] for r in rows] == ["a", "b/0", "b/1", "b/2", "trial_0002_c/0", "trial_0002_c/1"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed", "failed", "failed"]
+    assert [r["arch"] for r in rows] == ['"z"', '"a"', '"b"', '"c"', '"d"', '"e"']
+    assert rows[1]["value"] == 4.0 and rows[1]["params"] == 7 and "time_total_s" not in rows[1]["metrics"]
+    assert rows[2]["error"] == "diverged"
+    assert rows[3]["error"] == "the trial reported no result for this child"
+    assert rows[4]["error"] == rows[5]["error"] == "OOM"

@@ -237,3 +237,33 @@ def test_a_state_saved_at_the_last_epoch_or_without_metrics_is_not_replayed():
     assert _replayed_report({"epoch": 3, "metrics": {"epoch": 3, "epochs": 3}}) is None  # finished, not replayed
     assert _replayed_report({"epoch": 2}) is None and _replayed_report(None) is None
     assert _replayed_report({"metrics": {"epoch": 2, "epochs": 3, "val_acc": 1.0}}) == {"epoch": 2, "epochs": 3, "val_acc": 1.0}
+
+
+def test_run_children_runs_a_plain_config_once_and_a_batch_child_by_child_with_one_report() -> None:
+    from orchestrator.trial import run_children
+
+    def evaluate(config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+        value = config["v"]
+        if value is None:
+            return  # reported nothing
+        report({"val_nme": math.nan, "status": "failed", "error": "diverged"} if value == "nan" else
+               {"val_nme": value, "arch": config["arch"], "status": "ok"})
+
+    reports: list[dict[str, Any]] = []
+    run_children({"arch": "p", "v": 2.0}, evaluate, metric="val_nme", mode="min", report=reports.append)
+    assert reports == [{"val_nme": 2.0, "arch": "p", "status": "ok"}]
+
+    reports.clear()
+    batch = {"children": [{"arch": "a", "v": 5.0}, {"arch": "b", "v": "nan"}, {"arch": "c", "v": 3.0},
+                          {"arch": "d", "v": 3.0}, {"arch": "e", "v": None}]}  # fmt: skip
+    run_children(batch, evaluate, metric="val_nme", mode="min", report=reports.append)
+    assert len(reports) == 1
+    (one,) = reports
+    assert [c.get("arch") for c in one["children"]] == ["a", None, "c", "d", None]
+    assert one["arch"] == "c" and one["val_nme"] == 3.0  # the best child (the earliest of a tie) on top
+    assert one["children"][4]["status"] == "failed" and math.isnan(one["children"][4]["val_nme"])
+
+    reports.clear()
+    run_children({"children": [{"arch": "x", "v": "nan"}]}, evaluate, metric="val_nme", mode="max",
+                 report=reports.append)  # fmt: skip
+    assert reports[0]["status"] == "failed" and math.isnan(reports[0]["val_nme"])  # none finite: the first child's
