@@ -145,27 +145,30 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     A supernet is trained once in this process (MNUS, 1 epoch on ``configs/monas.yaml``'s data) and saved
     as ``supernet_trial`` saves it. Then, on a local Ray with 1 CPU: (a) the bare loop runs
     ``evaluate_child`` over the N children here with 1 torch thread, before and after (b) the
-    orchestrator runs them as the pipeline's search stage does: ``run_stage`` with ``oneshot_trial``,
-    a ``FixedArchSearcher`` of the N children, ``{"cpu": 1}`` per trial (so one trial at a time, in one
-    reused actor, 1 torch thread: ``oneshot_trial`` sets it) and a fresh benchmark store (nothing cached).
+    orchestrator runs them as the pipeline's random stage does: ``run_stage`` with ``oneshot_trial``, a
+    ``FixedArchSearcher`` of the N children batched ``children_per_trial`` (4) per trial as
+    ``monas_stages`` batches random search (``search_algos.batch``), ``{"cpu": 1}`` per trial (so one trial
+    at a time, in one reused actor, 1 torch thread: ``oneshot_trial`` sets it) and a fresh benchmark store
+    (nothing cached). Each round also runs the stage at one child per trial, as SAMOS's annealing moves
+    run (each waits for the one before): the detail's ``one_child_per_trial``.
 
     The orchestrator's time runs from its first trial's start (its end minus Tune's ``time_total_s``)
-    to its last trial's end (the store row's ``created_at``, written just before the trial reports): it
-    includes the trial actor's one-time set-up (the trainables' imports, reading the driver's data set
-    from the object store as ``monas_stages`` shares it, loading the supernet), as the pipeline pays it
-    once per stage, but not Ray's start-up; whole-stage time
-    (``run_stage``) is in the detail too. Both sides must give the same NME per child. Rounds (3 quick, 5
-    full) alternate bare pass, stage, bare pass, stage, ..., bare pass; each stage (a fresh store, so
-    nothing is cached, and a fresh trial actor, so each pays the set-up) is compared with the median of the
-    two bare passes around it; the per-round figures of the detail are the median round's.
+    to its last trial's end (the latest ``created_at`` of its store rows, written just before the trial
+    reports): it includes the trial actor's one-time set-up (the trainables' imports, reading the driver's
+    data set from the object store as ``monas_stages`` shares it, loading the supernet), as the pipeline
+    pays it once per stage, but not Ray's start-up; whole-stage time (``run_stage``) is in the detail too.
+    Both sides must give the same NME per child. Rounds (3 quick, 5 full) alternate bare pass, stage,
+    bare pass, stage, ..., bare pass (batched and one-per-trial stages in turn); each stage (a fresh store,
+    so nothing is cached, and a fresh trial actor, so each pays the set-up) is compared with the median of
+    the two bare passes around it; the per-round figures of the detail are the median batched round's.
 
     Returns:
-        value = median over the rounds of bare seconds / orchestrator span (children/s ratio); holds when
-        >= 0.8 and the scores agree.
+        value = median over the batched rounds of bare seconds / orchestrator span (children/s ratio);
+        holds when >= 0.8 and the scores agree (in every stage, batched or not).
     """
     hooks.ray_env()  # first: Ray reads some of it when first imported, and our imports import Ray
     from orchestrator.evaluate import save_state, share_dataset
-    from orchestrator.methods.monas import AlignmentJob, oneshot_trial, supernet_identity
+    from orchestrator.methods.monas import AlignmentJob, SamosSearcherConfig, oneshot_trial, supernet_identity
     from orchestrator.pipeline import Stage, run_stage
     from orchestrator.store import StoreClient
     from search_algos.fixed import FixedArchSearcher
@@ -175,6 +178,7 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     name, goal = "oneshot_eval_throughput", 0.8
     n_children, rounds = (_size(name, quick)[k] for k in ("children", "rounds"))
     recalibration = 4  # configs/monas.yaml's bn_recalibration_batches (the searcher's default)
+    batch = SamosSearcherConfig.model_fields["children_per_trial"].default  # the random stage's batches
     space = _space()
     job_settings = {"epochs": 1, "batch_size": _BATCH, "lr": 1e-3, "k_children": _K, "channels": _CHANNELS,
                     "num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0,
@@ -209,7 +213,10 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
             bare = [_at_niceness(_ray_worker_niceness(), bare_pass)]
             archs = [arch.to_json() for arch in children]
             stages = []
-            for r in range(rounds):  # bare, stage, bare, stage, ..., bare: each stage between two bare passes
+            # bare, stage, bare, stage, ..., bare: each stage between two bare passes; the stages alternate the
+            # random stage's batches (children_per_trial) and one child per trial (SAMOS's annealing moves)
+            plan = [batch, 1] * rounds
+            for r, size in enumerate(plan):
                 store = StoreClient.start(str(Path(tmp) / f"store{r}"), namespace="facenas-bench")  # nothing cached
                 job = AlignmentJob(
                     space=dict(_SPACE), data=dict(_DATA), settings=job_settings, seed=_SEED, store=store,
@@ -223,8 +230,10 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
                     make_searcher=lambda _e: FixedArchSearcher(archs, epochs=1, metric="val_nme", mode="min",
                                                                seed=_SEED),
                     job=job, trainable=oneshot_trial, total=lambda _e: len(archs), resources={"cpu": 1, "gpu": 0},
+                    children_per_trial=size,
                 )  # fmt: skip
-                hooks.progress(name, f"round {r + 1}/{rounds}: {n_children} oneshot_trial trials on a 1-CPU local Ray")
+                hooks.progress(name, f"stage {r + 1}/{len(plan)}: {n_children} children, {size} per oneshot_trial "
+                                     "trial, on a 1-CPU local Ray")  # fmt: skip
                 with contextlib.redirect_stdout(sys.stderr):  # Tune's and the stage's progress lines
                     outcome = run_stage(
                         stage, run_dir=run_dir / f"r{r}", earlier={}, metric="val_nme", mode="min",
@@ -233,12 +242,16 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
                 stored = store.rows(run=f"{run_dir.name}{r}")
                 hooks.progress(name, "bare loop again (brackets the orchestrator's run)")
                 bare.append(_at_niceness(_ray_worker_niceness(), bare_pass))
-                stages.append({"outcome": outcome, "trials": _trial_timings(run_dir / f"r{r}" / "search", stored)})
+                stages.append({"outcome": outcome, "size": size,
+                               "trials": _trial_timings(run_dir / f"r{r}" / "search", stored)})  # fmt: skip
 
     bare_totals = [sum(p) for p in bare]
     # Each stage against the median of the two bare passes around it (side by side in time).
-    ratios = [statistics.median(bare_totals[r:r + 2]) / st["trials"]["span_s"] for r, st in enumerate(stages)]
-    middle = sorted(range(rounds), key=lambda r: (ratios[r], r))[(rounds - 1) // 2]  # the median round
+    all_ratios = [statistics.median(bare_totals[r:r + 2]) / st["trials"]["span_s"] for r, st in enumerate(stages)]
+    batched = [r for r, st in enumerate(stages) if st["size"] == batch]
+    single = [r for r, st in enumerate(stages) if st["size"] == 1]
+    ratios = [all_ratios[r] for r in batched]
+    middle = batched[sorted(range(rounds), key=lambda i: (ratios[i], i))[(rounds - 1) // 2]]  # the median round
     outcome, trials = stages[middle]["outcome"], stages[middle]["trials"]
     bare_s = statistics.median(bare_totals)
     bare_child_s = statistics.median(s for p in bare for s in p)
@@ -250,6 +263,10 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     agree = all(len(d) == n_children and max(d) <= 1e-4 for d in differences)
     steady = trials["steady_interval_s"]
     value = statistics.median(ratios)
+
+    def spread_or_none(values: list[float]) -> dict[str, Any] | None:  # no steady state: one trial per stage
+        return hooks.spread(values) if values else None
+
     return {
         "value": value,
         "unit": "ratio",
@@ -258,10 +275,24 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
         "detail": {
             "children": n_children,
             "ratio": hooks.spread(ratios),
-            "ratio_steady_state_rounds": hooks.spread(
-                [bare_child_s / st["trials"]["steady_interval_s"] for st in stages if st["trials"]["steady_interval_s"]]
-            ),
-            "first_trial_s_rounds": [st["trials"]["first_trial_s"] for st in stages],
+            "children_per_trial": batch,
+            "ratio_steady_state_rounds": spread_or_none([
+                bare_child_s / stages[r]["trials"]["steady_interval_s"] for r in batched
+                if stages[r]["trials"]["steady_interval_s"]
+            ]),
+            "first_trial_s_rounds": [stages[r]["trials"]["first_trial_s"] for r in batched],
+            "one_child_per_trial": {  # SAMOS's annealing stage: its moves wait for each other, one per trial
+                "ratio": hooks.spread([all_ratios[r] for r in single]),
+                "ratio_steady_state": spread_or_none([
+                    bare_child_s / stages[r]["trials"]["steady_interval_s"] for r in single
+                    if stages[r]["trials"]["steady_interval_s"]
+                ]),
+                "overhead_per_child_s": statistics.median(
+                    stages[r]["trials"]["steady_interval_s"] - bare_child_s for r in single
+                    if stages[r]["trials"]["steady_interval_s"]
+                ) if any(stages[r]["trials"]["steady_interval_s"] for r in single) else None,
+                "first_trial_s_rounds": [stages[r]["trials"]["first_trial_s"] for r in single],
+            },
             "median_round": middle,
             "children_per_s_bare": n_children / bare_s,
             "children_per_s_orchestrator": n_children / span_s,
@@ -273,13 +304,13 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
             "ratio_stage": bare_s / outcome.seconds,
             "ratio_steady_state": bare_child_s / steady if steady else None,
             "orchestrator_steady_interval_s": steady,
-            "per_trial_overhead_s": None if steady is None else steady - bare_child_s,
-            "per_trial_overhead_in_trial_s": (
+            "overhead_per_child_s": None if steady is None else steady - bare_child_s,
+            "overhead_per_child_in_trial_s": (
                 None if trials["steady_trial_s"] is None else trials["steady_trial_s"] - bare_child_s
             ),
-            "per_trial_overhead_between_trials_s": trials["steady_gap_s"],
+            "overhead_between_trials_s": trials["steady_gap_s"],
             "first_trial_s": trials["first_trial_s"],
-            "actor_setup_s": trials["first_trial_s"] - bare_child_s,
+            "actor_setup_s": trials["first_trial_s"] - bare_child_s * trials["first_trial_children"],
             "trial_processes": trials["processes"],
             "trials_done": len(outcome.frame),
             "cached": int(outcome.frame["cached"].sum()),
@@ -294,8 +325,9 @@ def oneshot_eval_throughput(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
             "other jobs for the 2 cores, measuring contention rather than the orchestrator",
             "timing": "orchestrator span = last trial's end (store created_at) - first trial's start (its "
             "end - Tune time_total_s): includes the trial actor's one-time set-up (lazy imports, reading the "
-            "driver's data set from the object store, supernet load), excludes Ray start-up; steady state = median interval between "
-            "consecutive trial ends after each actor's first trial",
+            "driver's data set from the object store, supernet load), excludes Ray start-up; steady state = "
+            "median interval between consecutive trial ends after each actor's first trial, per child of the "
+            "trial (a batch of children_per_trial)",
             "data": _DATA,
             "space": _SPACE,
             "bn_recalibration_batches": recalibration,
@@ -353,10 +385,12 @@ def _distinct_children(space: Any, count: int, *, seed: int) -> list[Any]:
 def _trial_timings(stage_dir: Path, stored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """When each trial of a stage started and ended, from Tune's ``result.json`` and the store's rows.
 
-    A trial's end is its store row's ``created_at`` (``time.time()`` in the trial, just before it
-    reports; Tune's own ``timestamp`` has whole seconds only); its start is that end minus Tune's
-    ``time_total_s`` (from the trial's ``train()`` call to its report, hence also the actor's set-up
-    for its first trial). Times are ``time.time()`` of processes on this one machine.
+    A trial's end is the latest ``created_at`` of its children's store rows (``time.time()`` in the trial,
+    just before it reports; Tune's own ``timestamp`` has whole seconds only); its start is that end minus
+    Tune's ``time_total_s`` (from the trial's ``train()`` call to its report, hence also the actor's set-up
+    for its first trial). A batched trial (``children`` in its report) scores several children; the steady
+    figures are per child (a trial's interval and length divided by its children), the gap per trial.
+    Times are ``time.time()`` of processes on this one machine.
     """
     ended = {row["arch_key"]: float(row["created_at"]) for row in stored}
     trials = []
@@ -365,9 +399,10 @@ def _trial_timings(stage_dir: Path, stored: Sequence[dict[str, Any]]) -> dict[st
         if not lines:
             continue
         last = json.loads(lines[-1])
-        if last.get("arch_key") in ended:
-            end = ended[last["arch_key"]]
-            trials.append({"end": end, "start": end - float(last["time_total_s"]),
+        keys = [c.get("arch_key") for c in last.get("children") or [last]]
+        if keys and all(k in ended for k in keys):
+            end = max(ended[k] for k in keys)
+            trials.append({"end": end, "start": end - float(last["time_total_s"]), "children": len(keys),
                            "seconds": float(last["time_total_s"]), "pid": last.get("pid")})  # fmt: skip
     if not trials:
         raise RuntimeError(f"no finished trial with a store row under {stage_dir}")
@@ -377,8 +412,8 @@ def _trial_timings(stage_dir: Path, stored: Sequence[dict[str, Any]]) -> dict[st
     for trial in trials:
         previous = last.get(trial["pid"])
         if previous is not None:  # not the actor's first trial: steady state
-            intervals.append(trial["end"] - previous["end"])
-            in_trial.append(trial["seconds"])
+            intervals.append((trial["end"] - previous["end"]) / trial["children"])
+            in_trial.append(trial["seconds"] / trial["children"])
             gaps.append(trial["start"] - previous["end"])
         last[trial["pid"]] = trial
 
@@ -388,10 +423,12 @@ def _trial_timings(stage_dir: Path, stored: Sequence[dict[str, Any]]) -> dict[st
     return {
         "span_s": trials[-1]["end"] - min(t["start"] for t in trials),
         "first_trial_s": trials[0]["seconds"],
+        "first_trial_children": trials[0]["children"],
         "steady_interval_s": median(intervals),
         "steady_trial_s": median(in_trial),
         "steady_gap_s": median(gaps),
         "processes": len({t["pid"] for t in trials}),
+        "trials": len(trials),
     }
 
 

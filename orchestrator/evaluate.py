@@ -71,8 +71,8 @@ class EvalJob:
 class SharedDataset:
     """A data set the driver has built, in Ray's object store, for the trials to read instead of building it.
 
-    Generating faces3d at ``configs/monas.yaml``'s size takes a trial actor 1.4 s; reading it back takes
-    milliseconds. The data set travels pickled as one buffer, so a trial's arrays are its own writable
+    Generating a data set can take a trial actor a second or more (1.4 s for the largest default
+    generated set); reading it back takes milliseconds. The data set travels pickled as one buffer, so a trial's arrays are its own writable
     copies (Ray's zero-copy numpy arrays are read-only, and torch warns on those).
 
     Attributes:

@@ -109,6 +109,20 @@ def test_trial_timings_from_results_and_store_rows(monas, tmp_path):
     assert t["processes"] == 2
 
 
+def test_trial_timings_of_batched_trials_are_per_child(monas, tmp_path):
+    # One actor: a batch of 4 ends at 10 after 4 s, then one of 2 ends at 13 after 2 s (its last child at 13).
+    for i, (keys, seconds) in enumerate([(["a", "b", "c", "d"], 4.0), (["e", "f"], 2.0)]):
+        folder = tmp_path / f"trial_{i:04d}_x"
+        folder.mkdir()
+        last = {"arch_key": keys[0], "time_total_s": seconds, "pid": 7, "children": [{"arch_key": k} for k in keys]}
+        (folder / "result.json").write_text(json.dumps(last) + "\n")
+    ends = {"a": 8.0, "b": 9.0, "c": 9.5, "d": 10.0, "e": 12.0, "f": 13.0}
+    t = monas._trial_timings(tmp_path, [{"arch_key": k, "created_at": v} for k, v in ends.items()])
+    assert t["span_s"] == pytest.approx(13.0 - 6.0) and t["trials"] == 2 and t["first_trial_children"] == 4
+    assert t["steady_interval_s"] == pytest.approx(1.5)  # (13 - 10) / 2 children
+    assert t["steady_trial_s"] == pytest.approx(1.0) and t["steady_gap_s"] == pytest.approx(1.0)
+
+
 def test_trial_timings_without_trials_raises(monas, tmp_path):
     with pytest.raises(RuntimeError, match="no finished trial"):
         monas._trial_timings(tmp_path, [])
@@ -167,15 +181,18 @@ def test_mnus_step_overhead_tiny_run_has_the_contract_shape(bench, monas, monkey
 @pytest.mark.slow
 def test_oneshot_eval_throughput_tiny_run(bench, monas, monkeypatch):
     monkeypatch.setattr(monas, "_DATA", TINY_DATA)
-    monkeypatch.setitem(monas._SIZES, "oneshot_eval_throughput", ({"children": 3, "rounds": 2},) * 2)
+    monkeypatch.setitem(monas._SIZES, "oneshot_eval_throughput", ({"children": 5, "rounds": 2},) * 2)
     raw = monas.oneshot_eval_throughput(True, hooks=_hooks(monas, bench))
     result = bench._check_result("oneshot_eval_throughput", raw)
     detail = result["detail"]
-    assert result["value"] > 0 and detail["trials_done"] == 3 and detail["cached"] == 0
+    assert result["value"] > 0 and detail["trials_done"] == 5 and detail["cached"] == 0
     assert detail["scores_agree"] is True and detail["trial_processes"] == 1
     assert detail["orchestrator_span_s"] <= detail["stage_s"]
     assert detail["ratio"]["rounds"] == 2 and result["value"] == pytest.approx(detail["ratio"]["median"])
-    assert len(detail["bare_s_passes"]) == 3
+    # batched 4 + 1 as the random stage batches, and one child per trial in turn: 4 stages, 5 bare passes
+    assert detail["children_per_trial"] == 4 and detail["one_child_per_trial"]["ratio"]["rounds"] == 2
+    assert detail["ratio_steady_state_rounds"]["rounds"] == 2
+    assert len(detail["bare_s_passes"]) == 5
 
 
 @pytest.mark.slow

@@ -48,6 +48,12 @@ def test_stages_and_figures(reference):
     assert list(dict.fromkeys(frame["stage"])) == STAGES
     assert (frame[frame["stage"] == "search"]["epochs"] == 0).all()  # one-shot: no training
     assert (frame["stage"] == "search").sum() == 6 and (frame["stage"] == "random").sum() == 6
+    # random search scores children_per_trial (4) children per trial: two trials, a row per child
+    random_ids = frame[frame["stage"] == "random"]["trial_id"].tolist()
+    assert [i.rsplit("/", 1)[1] for i in random_ids] == ["0", "1", "2", "3", "0", "1"]
+    assert len({i.rsplit("/", 1)[0] for i in random_ids}) == 2
+    assert "/" not in "".join(frame[frame["stage"] == "search"]["trial_id"])  # SAMOS: one child per trial
+    assert stdout.count("[random] trial ") == 6  # a progress line per child
     best = json.loads((run_dir / "best.json").read_text())
     assert best["stage"] == "retrain" and best["metric"] == "val_nme"
     assert set(best["nme_by_yaw"]) == {"[0,30]", "[30,60]", "[60,90]", "mean"}
