@@ -10,9 +10,9 @@ the methods' trials share (datasets cached per process, training states, kept we
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +72,12 @@ class SharedDataset:
     """A data set the driver has built, in Ray's object store, for the trials to read instead of building it.
 
     Generating a data set can take a trial actor a second or more (1.4 s for the largest default
-    generated set); reading it back takes milliseconds. The data set travels pickled as one buffer, so a trial's arrays are its own writable
-    copies (Ray's zero-copy numpy arrays are read-only, and torch warns on those).
+    generated set); reading it back takes milliseconds. A trial deep-copies what it reads, so its arrays
+    are its own writable copies (Ray's zero-copy numpy arrays are read-only, and torch warns on those).
 
     Attributes:
         key: :func:`cached_dataset`'s key of the loader and arguments that built it.
-        ref: the ``ray.ObjectRef`` of the pickled data set (the driver's job object keeps it alive).
+        ref: the ``ray.ObjectRef`` of the data set (the driver's job object keeps it alive).
     """
 
     key: str
@@ -92,7 +92,7 @@ def share_dataset(kwargs: dict[str, Any], data: Any, loader: Callable[..., Any] 
     """Put ``data`` (built by ``loader(**kwargs)`` on the driver) in the object store. Ray must be up."""
     import ray
 
-    return SharedDataset(_dataset_key(kwargs, loader), ray.put(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)))
+    return SharedDataset(_dataset_key(kwargs, loader), ray.put(data))
 
 
 def cached_dataset(kwargs: dict[str, Any], loader: Callable[..., Any] = load_dataset,
@@ -107,7 +107,7 @@ def cached_dataset(kwargs: dict[str, Any], loader: Callable[..., Any] = load_dat
         if shared is not None and shared.key == key:
             import ray
 
-            _DATA_CACHE[key] = pickle.loads(ray.get(shared.ref))  # our own driver's object, not a file
+            _DATA_CACHE[key] = copy.deepcopy(ray.get(shared.ref))  # writable arrays of its own
         else:
             _DATA_CACHE[key] = loader(**kwargs)
     return _DATA_CACHE[key]
