@@ -13,6 +13,8 @@ from ray import tune
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from search_algos.batch import CHILDREN_KEY
+
 __all__ = ["LiveProgress", "live_progress"]
 
 
@@ -59,7 +61,7 @@ class LiveProgress(tune.Callback):
         task = self._epochs.pop(trial.trial_id, None)
         if task is not None:
             self._progress.remove_task(task)
-        children = (getattr(trial, "config", None) or {}).get("children")  # a batched trial (search_algos.batch): its evaluations
+        children = (getattr(trial, "config", None) or {}).get(CHILDREN_KEY)  # a batched trial: its evaluations
         self._progress.advance(self._trials, len(children) if isinstance(children, list) and children else 1)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

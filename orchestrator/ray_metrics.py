@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from search_algos.batch import CHILDREN_KEY
+
 if TYPE_CHECKING:
     from orchestrator.store import StoreClient
 
@@ -122,8 +124,6 @@ class RayMetrics(tune.Callback):
     # (StoreClient pickles its address only) and the metric objects live in _instrument's cache.
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from search_algos.batch import CHILDREN_KEY
-
         result = trial.last_result or {}
         children = result.get(CHILDREN_KEY)
         for r in children if isinstance(children, list) and children else [result]:  # a batch: each evaluation

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from search_algos.batch import CHILDREN_KEY, child_id
 from search_algos.durable import write_durable, write_json_durable
 
 __all__ = [
@@ -109,8 +110,6 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
     per child, in the batch's order, with the trial id ``"<trial_id>/<i>"``; a trial that crashed fails
     every child of its batch.
     """
-    from search_algos.batch import CHILDREN_KEY, child_id
-
     rows: list[tuple[tuple[int, str], int, dict[str, Any]]] = []
     for result in grid:
         m = dict(result.metrics or {})
