@@ -25,7 +25,8 @@ A benchmark is a function ``fn(quick: bool) -> dict`` added to :data:`BENCHMARKS
   evaluations, on one-shot and retrained NME, with Kendall tau MNUS vs uniform, seeds 0-2.
 
 ``--only`` also takes a group name (:data:`GROUPS`): ``quality`` (does each search beat its simple
-alternative), ``scale`` (how cost grows with work).
+alternative), ``performance`` (the CPU figures with goals: one-shot throughput, Train scaling, store
+lookups, searcher overhead, speculation), ``scale`` (how cost grows with work).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ BENCHMARKS: dict[str, Benchmark] = {}
 # ``--only GROUP`` runs these (in this order); a group name is never a benchmark name.
 GROUPS: dict[str, tuple[str, ...]] = {
     "quality": ("macro_micro_ri", "monas_samos_vs_random", "ranking_static_vs_dynamic"),  # does each search beat its simple alternative
+    # the CPU performance figures with goals, measured side by side in one run
+    "performance": ("oneshot_eval_throughput", "train_scaling_2w", "store_lookups", "searcher_overhead",
+                    "speculative_speedup"),
 }
 RESULT_KEYS = ("value", "unit", "goal", "holds", "detail")
 

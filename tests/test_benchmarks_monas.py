@@ -152,8 +152,22 @@ def test_epoch_figures_are_read_from_the_checkpoints(monas, tmp_path):
     for epoch, rate in ((1, 10.0), (2, 30.0)):
         folder = tmp_path / f"checkpoint_{epoch}"
         folder.mkdir()
-        torch.save({"epoch": epoch, "metrics": {"epoch": epoch, "samples_per_s": rate}}, folder / "state.pt")
-    assert monas._epoch_samples_per_s(tmp_path) == {1: 10.0, 2: 30.0}
+        torch.save({"epoch": epoch, "metrics": {"epoch": epoch, "samples_per_s": rate, "allreduce_s": 0.5}},
+                   folder / "state.pt")  # fmt: skip
+    (tmp_path / "checkpoint_3").mkdir()
+    torch.save({"epoch": 3, "metrics": {"epoch": 3}}, tmp_path / "checkpoint_3" / "state.pt")  # no rate: left out
+    read = monas._epoch_metrics(tmp_path)
+    assert {e: m["samples_per_s"] for e, m in read.items()} == {1: 10.0, 2: 30.0}
+    assert read[2]["allreduce_s"] == 0.5
+
+
+def test_the_scaling_factors_multiply_to_the_measured_ratio(monas):
+    in_process = {monas._BATCH // 2: 60.0, monas._BATCH: 80.0}
+    factors = monas._scaling_factors(in_process, one_worker=70.0, two_workers=91.0, allreduce_share=0.1)
+    assert factors["half_batch"] == 0.75 and factors["allreduce"] == 0.9
+    assert factors["contention"] == pytest.approx(91.0 / 2 / 0.9 / 60.0)
+    assert factors["one_worker_in_ray"] == pytest.approx(80.0 / 70.0)
+    assert factors["product"] == pytest.approx(91.0 / 70.0)  # the identity: the factors explain the ratio
 
 
 # -- a tiny run: the contract's shape -------------------------------------------------------------------
@@ -205,4 +219,7 @@ def test_train_scaling_2w_tiny_run_places_two_workers_on_two_nodes(bench, monas,
     two = next(r for r in detail["runs"] if r["workers"] == 2)
     assert two["worker_nodes"] == ["head", "worker"] and two["weights_identical"] is True
     assert set(two["samples_per_s_by_epoch"]) == {"1", "2"}
+    one = next(r for r in detail["runs"] if r["workers"] == 1)
+    assert one["allreduce_share"] == 0.0 and 0.0 < two["allreduce_share"] < 1.0  # the collective ran, and took time
+    assert detail["ceiling"]["product"] == pytest.approx(detail["ratio_of_medians"])
     assert detail["ratio"]["rounds"] == 1 and result["value"] == pytest.approx(detail["ratio"]["median"])

@@ -265,6 +265,19 @@ def test_trials_reserve_the_gpus_the_config_asks_for(tmp_path) -> None:
         assert oneshot and all(stage.resources == {"cpu": 1, "gpu": gpus} for stage in oneshot)
         assert stages[0].job.settings.get("precision") == precision  # absent at fp32: the old identity
 
+    from orchestrator.methods.rnas_mer import rnas_stages
+
+    rnas = {"name": "r", "data": {"dataset": "microexpr", "subjects": 3, "episodes": 3, "frames": 4, "image_size": 16},
+            "space": {"name": "rnas"}, "searcher": {"name": "rnas_mer", "seeds": [0, 1]}}  # fmt: skip
+    for raw, gpus, precision in ((rnas, 0.0, "fp32"), ({**rnas, "training": {"use_gpu": True}}, 1.0, "bf16")):
+        config = parse_config(raw)
+        stages, _select, _extras = rnas_stages(config, SimpleNamespace(subjects=np.array([0, 1, 2])), None,
+                                               str(tmp_path))  # fmt: skip
+        assert {stage.name for stage in stages} >= {"search", "loso"}  # the search seeds and the LOSO folds
+        for stage in stages:  # every trial of RNAS-MER (search, folds, baseline 3D CNN) reserves and uses it
+            assert stage.resources == {"cpu": 1, "gpu": gpus}, stage.name
+            assert (stage.job.use_gpu, stage.job.precision) == (gpus > 0, precision), stage.name
+
 
 def test_hyperfd_protocol_gains_precision_only_when_not_fp32() -> None:
     from orchestrator.methods.hyperfd.plan import training_protocol

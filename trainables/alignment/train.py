@@ -414,7 +414,7 @@ def _fit(
         order = np.random.default_rng((settings.seed, epoch, _SHUFFLE_SALT)).permutation(n)
         shard = order[comm.rank : n // comm.world * comm.world : comm.world]  # step s of all ranks = one batch
         began = time.perf_counter()
-        loss_sum, count, children_digest = _train_epoch(
+        loss_sum, count, children_digest, allreduce_s = _train_epoch(
             task, optimizer, train, weights, shard, local_batch,
             first_step=(epoch - 1) * steps, comm=comm, precision=precision, nhwc=settings.channels_last,
         )  # fmt: skip
@@ -431,6 +431,7 @@ def _fit(
             "train_loss": train_loss,
             **task.evaluate(model, epoch == settings.epochs),
             "samples_per_s": count / elapsed if elapsed > 0 else math.nan,
+            "allreduce_s": allreduce_s,  # of this rank's epoch time spent in the gradient all-reduce (0 alone)
             "params": task.params,
             "children_digests": children_digests,
             "weights_digests": _gather_ints(_weights_digest(model), comm, device),
@@ -451,8 +452,13 @@ def _train_epoch(
     comm: LocalComm,
     precision: str = "fp32",
     nhwc: bool = False,
-) -> tuple[float, int, int]:
-    """One pass over this rank's samples: (sum of per-sample losses, samples, digest of the children).
+) -> tuple[float, int, int, float]:
+    """One pass over this rank's samples: (sum of per-sample losses, samples, digest of the children,
+    seconds spent in the gradient all-reduce).
+
+    The all-reduce seconds are wall time around the collective: on the CPU (gloo) it blocks, so they hold
+    the transfer and the wait for the slower worker; on a GPU (NCCL) the call only enqueues, so they are
+    near zero and the wait shows up in the next step's kernels instead.
 
     ``train``: images and normalised UV targets, (N, 3, H, W) each. The step loop never waits for the
     device: the loss and the workers' agreement on the children are kept on it and read once, at the end.
@@ -466,21 +472,24 @@ def _train_epoch(
     disagreed = torch.zeros((), dtype=torch.bool, device=device)
     digest = hashlib.blake2b(digest_size=8)
     count = 0
+    allreduce_s = 0.0
     task.model.train()
     for step, (start, end) in enumerate(batch_bounds(len(shard), batch), start=first_step):
         children = task.children(step)
         digest.update("|".join(_arch_key(c) for c in children).encode())
         x, target = train.take(order[start:end])
         loss = _accumulate(task.model, children, channels_last(x, nhwc), target, weights, precision)
+        before = time.perf_counter()
         mismatch = _average_gradients(task.model, comm)
-        if mismatch is not None:
+        if mismatch is not None:  # more than one worker: the collective ran
+            allreduce_s += time.perf_counter() - before
             disagreed |= mismatch
         optimizer.step()
         loss_sum += loss.double() * (end - start)
         count += end - start
     if bool(disagreed):  # one device sync per epoch, not per step
         raise RuntimeError("workers computed gradients for different parameters: they drew different children")
-    return float(loss_sum), count, _digest_int(digest)
+    return float(loss_sum), count, _digest_int(digest), allreduce_s
 
 
 def _accumulate(
