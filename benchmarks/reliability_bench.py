@@ -40,7 +40,7 @@ SEARCHERS = ("random", "macro_micro", "samos")
 _CLIENTS = 8
 # (quick, full) sizes; the tests shrink them further.
 _SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "searcher_overhead": ({"trials": 16, "rounds": 3}, {"trials": 40, "rounds": 7}),
+    "searcher_overhead": ({"trials": 64, "rounds": 5}, {"trials": 160, "rounds": 7}),  # 16 x 3: IQR 0.3
     "store_throughput": ({"prefill": 400, "batches": 6, "batch": 25, "singles": 10},
                          {"prefill": 2000, "batches": 20, "batch": 50, "singles": 40}),
     "store_lookups": ({"prefill": 2000, "keys": 2000, "batch": 50, "singles": 100, "rounds": 3},
