@@ -114,7 +114,10 @@ def _monas_best(samos: tuple[float, float], rand: tuple[float, float], standalon
     return {"value": standalone_val, "search": {},
             "ablation": [row("mnus", "SAMOS", samos, "a"), row("mnus", "random", rand, "b"),
                          row("uniform", "SAMOS", (30.0, 30.0), "c"), row("uniform", "random", (1.0, 1.0), "d")],
-            "ranking_correlation": {"mnus": {"kendall_tau": 0.7}, "uniform": {"kendall_tau": 0.5}}}
+            "ranking_correlation": {"mnus": {"kendall_tau": 0.7}, "uniform": {"kendall_tau": 0.5}},
+            "space_spread": {"children": 12, "val_nme": {"min": 15.0, "median": 17.0, "max": 27.0},
+                             "spearman_params": -0.9, "near_best": 5, "near_best_within": 1.0,
+                             "winners_vs_best": {"SAMOS": 0.4, "random": 0.2}}}
 
 
 @pytest.mark.parametrize("seeds, holds", [
@@ -140,3 +143,7 @@ def test_monas_holds_on_the_main_supernet_only_when_samos_leads_both_and_the_gap
     assert detail["samos_wins"] == {"oneshot": 3 * (samos[0] < rand[0]), "test": 3, "of": 3}
     assert detail["kendall_tau_mean_std"]["mnus"]["mean"] == pytest.approx(0.7)
     assert detail["per_seed"][0]["arch_key"] == {"samos": "a", "random": "b"}  # the main supernet's winners
+    spread = detail["space_spread"]
+    assert spread["spearman_params"]["mean"] == pytest.approx(-0.9) and spread["near_best"] == [5, 5, 5]
+    assert spread["val_nme_range"] == [[15.0, 27.0]] * 3 and spread["of_children"] == [12] * 3
+    assert spread["winners_vs_best"]["SAMOS"]["mean"] == pytest.approx(0.4)

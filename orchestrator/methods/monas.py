@@ -443,12 +443,48 @@ def _retrained(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def space_spread(frame: Any, winners: dict[str, float | None], *, within: float = 1.0) -> dict[str, Any]:
+    """How much the architecture matters in this space, read from the ablation's stand-alone children.
+
+    ``frame``: the ``tau_standalone`` stage's rows (``ablation_children`` children drawn uniformly from the
+    valid space, each trained alone for ``retrain_epochs``; value = validation NME). A search can only
+    beat random search where the best children stand out: the figures say whether they do (issue 13,
+    as deliverable 1 asks of the global space). Not in the paper.
+
+    Returns:
+        ``children``; ``val_nme`` min / median / max; ``spearman_params``: Spearman's rho of validation NME
+        against parameter count (about -1: the ranking is the ranking by size); ``near_best``: how many
+        children are within ``within`` NME points of the best one (a flat top: random search reaches it
+        with near certainty); ``winners_vs_best``: each winner's stand-alone validation NME (mean over its
+        training seeds, when retrained with several) minus the best child's.
+    """
+    from scipy.stats import spearmanr
+
+    ok = frame[(frame["status"] == "ok") & np.isfinite(frame["value"].astype(float))]
+    values = ok["value"].astype(float).to_numpy()
+    if len(values) < 3:
+        return {"children": int(len(values))}
+    rho = spearmanr(values, ok["params"].astype(float).to_numpy()).statistic
+    best = float(values.min())
+    return {
+        "children": int(len(values)),
+        "val_nme": {"min": best, "median": float(np.median(values)), "max": float(values.max())},
+        "spearman_params": None if not math.isfinite(rho) else float(rho),
+        "near_best": int((values <= best + within).sum()),
+        "near_best_within": within,
+        "winners_vs_best": {k: None if v is None else float(v) - best for k, v in winners.items()},
+    }
+
+
 def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], main: str) -> dict[str, Any]:
     """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
     from scipy.stats import kendalltau
 
+    from orchestrator.results import stopped_after
+
     retrain = outcomes["retrain"].frame
     table = []
+    winner_val: dict[tuple[str, str], float | None] = {}  # each winner's stand-alone validation NME (mean over seeds)
     for sampling in samplings:
         suffix = "" if sampling == main else f"_{sampling}"
         for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
@@ -456,6 +492,8 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
             rows = [] if best is None else retrain[
                 (retrain["arch"] == best["arch"]) & (retrain["status"] == "ok")].to_dict("records")
             figures = _retrained(rows)
+            whole = [r["value"] for r in rows if stopped_after(r) is None]
+            winner_val[(sampling, method)] = float(np.mean(whole)) if whole else None
             table.append({
                 "supernet": sampling, "search": method, "evaluations": int(len(outcomes[stage].frame)),
                 "oneshot_val_nme": None if best is None else best["value"],
@@ -477,6 +515,8 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
             taus[sampling] = {"kendall_tau": None if tau is None or not math.isfinite(tau) else float(tau),
                               "children": len(common)}
         out["ranking_correlation"] = taus
+        out["space_spread"] = space_spread(outcomes["tau_standalone"].frame,
+                                           {"SAMOS": winner_val[(main, "SAMOS")], "random": winner_val[(main, "random")]})
     out["samos_vs_random_test_nme"] = (
         None if samos["test_nme"] is None or rand["test_nme"] is None else samos["test_nme"] - rand["test_nme"]
     )

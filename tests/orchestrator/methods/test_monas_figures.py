@@ -43,3 +43,30 @@ def test_retrain_seeds_train_each_winner_once_per_seed_and_samos_child_is_the_re
                           None, str(tmp_path))[0]
     plain = next(s for s in single if s.name == "retrain").make_searcher(earlier).suggest("t0")
     assert "seed" not in plain  # one retraining: the run's seed, as before the key existed
+
+
+def test_space_spread_says_how_flat_the_top_of_the_space_is_and_where_the_winners_sit():
+    import pandas as pd
+
+    from orchestrator.methods.monas import space_spread
+
+    rows = [{**_row(f"c{i}", value), "params": params}
+            for i, (value, params) in enumerate([(15.0, 70), (15.6, 50), (16.5, 40), (20.0, 20), (26.0, 10)])]
+    rows.append({**_row("failed", float("nan")), "status": "error"})  # a failed child counts for nothing
+    spread = space_spread(pd.DataFrame(rows), {"SAMOS": 15.9, "random": None})
+    assert spread["children"] == 5 and spread["val_nme"] == {"min": 15.0, "median": 16.5, "max": 26.0}
+    assert spread["spearman_params"] == pytest.approx(-1.0)  # the ranking by NME is the ranking by size
+    assert spread["near_best"] == 2  # 15.0 and 15.6 are within 1 point of the best
+    assert spread["winners_vs_best"] == {"SAMOS": pytest.approx(0.9), "random": None}
+    assert space_spread(pd.DataFrame(rows[:2]), {}) == {"children": 2}  # too few children for a figure
+
+
+def test_monas_figures_give_the_space_spread_with_the_winners_stand_alone_nme():
+    samos, rand = _outcome([_row("a", 20.0)], {"best_arch": "a"}), _outcome([_row("b", 21.0)])
+    retrain = _outcome([_row("a", 16.0, test_nme=16.0), _row("b", 15.5, test_nme=15.0)])
+    tau = _outcome([_row("x", 15.0), _row("y", 18.0), _row("z", 17.0)])
+    shot = _outcome([_row("x", 19.0), _row("y", 21.0), _row("z", 20.0)])
+    figures = monas_figures({"search": samos, "random": rand, "retrain": retrain, "tau_standalone": tau,
+                             "tau_oneshot_mnus": shot}, samplings=["mnus"], main="mnus")  # fmt: skip
+    assert figures["ranking_correlation"]["mnus"]["kendall_tau"] == pytest.approx(1.0)
+    assert figures["space_spread"]["winners_vs_best"] == {"SAMOS": pytest.approx(1.0), "random": pytest.approx(0.5)}
