@@ -484,7 +484,7 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
 
     retrain = outcomes["retrain"].frame
     table = []
-    winner_val: dict[tuple[str, str], float | None] = {}  # each winner's stand-alone validation NME (mean over seeds)
+    winner_val: dict[tuple[str, str], float | None] = {}  # a winner's stand-alone val NME, mean over seeds
     for sampling in samplings:
         suffix = "" if sampling == main else f"_{sampling}"
         for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
@@ -515,8 +515,8 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
             taus[sampling] = {"kendall_tau": None if tau is None or not math.isfinite(tau) else float(tau),
                               "children": len(common)}
         out["ranking_correlation"] = taus
-        out["space_spread"] = space_spread(outcomes["tau_standalone"].frame,
-                                           {"SAMOS": winner_val[(main, "SAMOS")], "random": winner_val[(main, "random")]})
+        winners = {"SAMOS": winner_val[(main, "SAMOS")], "random": winner_val[(main, "random")]}
+        out["space_spread"] = space_spread(outcomes["tau_standalone"].frame, winners)
     out["samos_vs_random_test_nme"] = (
         None if samos["test_nme"] is None or rand["test_nme"] is None else samos["test_nme"] - rand["test_nme"]
     )
