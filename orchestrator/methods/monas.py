@@ -464,7 +464,8 @@ def space_spread(frame: Any, winners: dict[str, float | None], *, within: float 
     values = ok["value"].astype(float).to_numpy()
     if len(values) < 3:
         return {"children": int(len(values))}
-    rho = spearmanr(values, ok["params"].astype(float).to_numpy()).statistic
+    params = ok["params"].astype(float).to_numpy()
+    rho = spearmanr(values, params).statistic if len(set(params)) > 1 else math.nan  # equal sizes: no rank
     best = float(values.min())
     return {
         "children": int(len(values)),

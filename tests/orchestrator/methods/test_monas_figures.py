@@ -70,3 +70,4 @@ def test_monas_figures_give_the_space_spread_with_the_winners_stand_alone_nme():
                              "tau_oneshot_mnus": shot}, samplings=["mnus"], main="mnus")  # fmt: skip
     assert figures["ranking_correlation"]["mnus"]["kendall_tau"] == pytest.approx(1.0)
     assert figures["space_spread"]["winners_vs_best"] == {"SAMOS": pytest.approx(1.0), "random": pytest.approx(0.5)}
+    assert figures["space_spread"]["spearman_params"] is None  # every child has 10 parameters here: no ranking
