@@ -622,8 +622,7 @@ def train_scaling_2w(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
                          "allreduce_share": statistics.median(shares[e] for e in later),
                          "samples_per_s_by_epoch": per_epoch, "fit_s": fit_s, "worker_nodes": nodes,
                          "weights_identical": len(set(final.get("weights_digests", [0]))) == 1})  # fmt: skip
-            measured = [per_epoch[e] for e in later]
-            hooks.progress(name, f"  {statistics.median(measured):.1f} samples/s, workers on {nodes}")
+            hooks.progress(name, f"  {runs[-1]['samples_per_s']:.1f} samples/s, workers on {nodes}")
 
     def median_of(workers: int, key: str) -> float:
         return statistics.median(r[key] for r in runs if r["workers"] == workers)
