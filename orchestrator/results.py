@@ -103,6 +103,24 @@ def _trial_order(path: str) -> tuple[int, str]:
     return 1 << 30, path
 
 
+def _trial_config(result: Any) -> dict[str, Any]:
+    """The config of one trial of a result grid.
+
+    Tune's ``Result.config`` is read from the trial's last report. A trial whose worker died before Tune
+    fetched even its auto-filled first result (a SIGKILL, the kernel's OOM killer) has none: its config is
+    then the ``params.json`` Tune wrote in the trial's folder when it started the trial.
+    """
+    config = getattr(result, "config", None)
+    if config:
+        return dict(config)
+    params = Path(str(result.path)) / "params.json"
+    try:
+        loaded = json.loads(params.read_text())
+    except (OSError, ValueError):  # no folder (a trial that never started) or a torn file: no config
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[str, Any]]:
     """One row per trial of a finished Tune experiment, in trial creation order.
 
@@ -113,7 +131,7 @@ def rows_from_result_grid(grid: Any, *, stage: str, metric: str) -> list[dict[st
     rows: list[tuple[tuple[int, str], int, dict[str, Any]]] = []
     for result in grid:
         m = dict(result.metrics or {})
-        config = dict(result.config or {})
+        config = _trial_config(result)
         trial_id = str(m.get("trial_id") or Path(result.path).name)
         crash = ""
         if result.error is not None:

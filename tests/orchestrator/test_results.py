@@ -63,3 +63,27 @@ def test_a_batched_trial_gives_a_row_per_child_in_order_and_a_crash_fails_each_c
     assert rows[2]["error"] == "diverged"
     assert rows[3]["error"] == "the trial reported no result for this child"
     assert rows[4]["error"] == rows[5]["error"] == "OOM"
+
+
+def test_a_trial_killed_before_its_first_result_keeps_its_config_from_params_json(tmp_path):
+    """A worker SIGKILLed before Tune fetched any result leaves ``Result.config`` empty (no report to read
+    it from); its row still names what it evaluated, from the ``params.json`` Tune wrote at trial start.
+    A batched trial killed that way still fails each of its children."""
+    import json
+    from types import SimpleNamespace
+
+    from orchestrator.results import rows_from_result_grid
+
+    plain_dir, batch_dir = tmp_path / "trial_0000_a", tmp_path / "trial_0001_b"
+    for folder, config in ((plain_dir, {"arch": '"z"', "epochs": 3}),
+                           (batch_dir, {"children": [{"arch": '"d"'}, {"arch": '"e"'}]})):
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(config))
+    killed = [SimpleNamespace(path=str(folder), error=RuntimeError("The actor died unexpectedly"), config=None,
+                              metrics={"trial_id": folder.name.split("_")[-1]}) for folder in (plain_dir, batch_dir)]
+    missing = SimpleNamespace(path=str(tmp_path / "trial_0002_c"), error=RuntimeError("died"), config=None, metrics={})
+    rows = rows_from_result_grid(killed + [missing], stage="search", metric="val_acc")
+    assert [(r["trial_id"], r["arch"], r["epochs"]) for r in rows] == [
+        ("a", '"z"', 3), ("b/0", '"d"', 0), ("b/1", '"e"', 0), ("trial_0002_c", "", 0)]
+    assert {r["status"] for r in rows} == {"failed"}
+    assert all("died" in r["error"] for r in rows)
