@@ -23,6 +23,8 @@ A benchmark is a function ``fn(quick: bool) -> dict`` added to :data:`BENCHMARKS
   random networks and over random networks of its size, seeds 0-2, on cluttered digits.
 - ``monas_samos_vs_random`` (``quality_bench.py``): SAMOS against random search at equal one-shot
   evaluations, on one-shot and retrained NME, with Kendall tau MNUS vs uniform, seeds 0-2.
+- ``hyperfd_vs_reference`` (``quality_bench.py``): Table 7, HyperFD's normalized rank against the
+  reference domain's best config and random picks on both spaces, mean ± std over the orders.
 
 ``--only`` also takes a group name (:data:`GROUPS`): ``quality`` (does each search beat its simple
 alternative), ``performance`` (the CPU figures with goals: one-shot throughput, Train scaling, store
@@ -54,7 +56,8 @@ Benchmark = Callable[[bool], dict[str, Any]]
 BENCHMARKS: dict[str, Benchmark] = {}
 # ``--only GROUP`` runs these (in this order); a group name is never a benchmark name.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "quality": ("macro_micro_ri", "monas_samos_vs_random", "ranking_static_vs_dynamic"),  # does each search beat its simple alternative
+    # does each search beat its simple alternative
+    "quality": ("macro_micro_ri", "monas_samos_vs_random", "hyperfd_vs_reference", "ranking_static_vs_dynamic"),
     # the CPU performance figures with goals, measured side by side in one run
     "performance": ("oneshot_eval_throughput", "train_scaling_2w", "store_lookups", "searcher_overhead",
                     "speculative_speedup"),

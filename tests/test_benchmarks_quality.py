@@ -147,3 +147,55 @@ def test_monas_holds_on_the_main_supernet_only_when_samos_leads_both_and_the_gap
     assert spread["spearman_params"]["mean"] == pytest.approx(-0.9) and spread["near_best"] == [5, 5, 5]
     assert spread["val_nme_range"] == [[15.0, 27.0]] * 3 and spread["of_children"] == [12] * 3
     assert spread["winners_vs_best"]["SAMOS"]["mean"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_hyperfd_benchmark_runs_the_shipped_protocol_on_both_spaces(quality, quick):
+    config = parse_config(quality.hyperfd_raw(quick=quick))
+    shipped = parse_config(quality.hyperfd_raw(quick=False))
+    assert config.searcher.mode == "protocol" and config.searcher.spaces == ("detector_hpo", "detector_nas")
+    assert config.data.domain == shipped.data.domain and config.searcher.prior_weight == shipped.searcher.prior_weight
+    if quick:  # fewer domains, configs and images, shorter; the same source domain, spaces and ranker
+        assert set(config.searcher.domains) < set(shipped.searcher.domains)
+        assert config.searcher.pool_size < shipped.searcher.pool_size
+        assert config.searcher.epochs < shipped.searcher.epochs
+    else:
+        assert config.searcher == shipped.searcher and config.data == shipped.data
+    assert quality.hyperfd_raw(quick=quick)["name"].startswith("hyperfd-quality-")
+
+
+def _table7(ranks: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
+    """table7.csv's long frame: space -> method -> normalized rank per order, each on two domains."""
+    rows = [{"space": space, "method": method, "domain": domain, "order": order, "arch_key": "k", "ap": 0.1,
+             "normalized_rank": rank + shift}
+            for space, methods in ranks.items() for method, per_order in methods.items()
+            for order, rank in enumerate(per_order) for domain, shift in (("plain", -1.0), ("mask", 1.0))]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("nas_hyperfd, holds", [(20.0, True), (26.0, True), (30.0, False)])
+def test_hyperfd_holds_only_when_it_is_at_or_below_best_on_reference_on_every_space(
+        quality, tmp_path, monkeypatch, nas_hyperfd, holds):
+    import contextlib
+
+    ranks = {"detector_hpo": {"HyperFD": [8.0, 12.0], "Best on reference": [13.6, 13.6], "Random search": [20.0, 24.0]},
+             "detector_nas": {"HyperFD": [nas_hyperfd - 1, nas_hyperfd + 1], "Best on reference": [26.0, 26.0],
+                              "Random search": [40.0, 50.0]}}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _table7(ranks).to_csv(run_dir / "table7.csv", index=False)
+    storages = []
+    monkeypatch.setenv(quality.HYPERFD_STORAGE_ENV, str(tmp_path / "kept"))
+    hooks = quality.Hooks(
+        progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
+        run_experiment=lambda raw, storage: (storages.append(storage), ({"orders": 2}, 1.0, run_dir))[1],
+    )  # fmt: skip
+    out = quality.hyperfd_vs_reference(True, hooks=hooks)
+    assert storages == [tmp_path / "kept" / "quick"], "the kept store, one folder per mode"
+    assert out["holds"] is holds
+    assert out["value"] == pytest.approx(max(10.0 - 13.6, nas_hyperfd - 26.0))
+    figures = out["detail"]["normalized_rank_mean_std"]
+    assert figures["detector_hpo"]["HyperFD"] == {"mean": 10.0, "std": 2.0, "n": 2, "per_order": [8.0, 12.0]}
+    assert figures["detector_nas"]["Best on reference"]["std"] == 0.0
+    assert figures["detector_nas"]["Random search"]["mean"] == pytest.approx(45.0)
+    assert out["detail"]["storage"] == str(tmp_path / "kept" / "quick")
