@@ -14,10 +14,9 @@ share while it runs; with N >= 2 GPUs also the supernet on 1 vs N Ray Train work
 - ``candidate``, ``supernet``: value = the GPU's busy share (%) in bf16 (the GPU default), goal 60;
   ``detail`` has images/s and busy share of fp32, bf16 and bf16 + channels_last, and the bf16 speed-up.
 - ``oneshot_eval``, ``detector``, ``rnas_mer_fold``, ``rnas_mer_search``: value = bf16 / fp32 throughput
-  (images/s; clips/s for RNAS-MER), goal 1.0; ``detail`` as above. RNAS-MER's entries need
-  ``trainables.microexpr.train`` and ``trainables.microexpr.model``: they measure a LOSO fold step of a decoded
-  network and a search step of the supernet with the device rule applied around them (model and clips on
-  the GPU, the forward under autocast); absent when those modules are not importable.
+  (images/s; clips/s for RNAS-MER), goal 1.0; ``detail`` as above. RNAS-MER's entries measure a LOSO
+  fold step of a decoded network and a search step of the supernet with the device rule applied around
+  them (model and clips on the GPU, the forward under autocast).
 - ``supernet_train_scaling`` (N >= 2 GPUs): value = samples/s of N workers / 1 worker, goal 0.8 N.
 
 Busy share: ``torch.cuda.utilization`` (NVML, through ``pynvml``) sampled every 50 ms in a thread while
@@ -419,10 +418,8 @@ def measure_rnas(
     The device rule is applied around RNAS-MER's own code (model and clips on ``device``, the forward
     passes under :func:`trainables.device.autocast`): the fold step is ``fit_fold``'s (Adam, cross-entropy,
     no host read-back), the search step is :func:`trainables.microexpr.train.search_step` itself (it reads its
-    two losses back, as the search loop does). Empty when the RNAS-MER modules are not importable.
+    two losses back, as the search loop does).
     """
-    if importlib.util.find_spec("trainables.microexpr.train") is None or importlib.util.find_spec("trainables.microexpr.model") is None:
-        return {}
     import torch.nn.functional as F
 
     from trainables.device import autocast
@@ -586,12 +583,11 @@ def run_all(device: str = "cuda", *, quick: bool = False, progress: Callable[[st
     say("HyperFD detector (MobileNetV2, 3x128x128, batch 32)")
     results["detector"] = _speedup_figure(_variants(measure_detector, layout=True, device=device,
                                                     **sizes["detector"]), "images/s")  # fmt: skip
+    say("RNAS-MER fold and search steps (1x8x32x32 clips, batch 16)")
     rnas = {precision: measure_rnas(device, precision=precision, **sizes["rnas"]) for precision in PRECISIONS}
-    if rnas["fp32"]:
-        say("RNAS-MER fold and search steps (1x8x32x32 clips, batch 16)")
-        for part in ("fold", "search"):
-            variants = {precision: rnas[precision][part].to_dict() for precision in PRECISIONS}
-            results[f"rnas_mer_{part}"] = _speedup_figure(variants, "clips/s")
+    for part in ("fold", "search"):
+        variants = {precision: rnas[precision][part].to_dict() for precision in PRECISIONS}
+        results[f"rnas_mer_{part}"] = _speedup_figure(variants, "clips/s")
     gpus = torch.cuda.device_count() if torch.device(device).type == "cuda" else 0
     if gpus >= 2:
         say(f"supernet on 1 vs {gpus} Ray Train workers (NCCL)")
