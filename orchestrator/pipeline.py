@@ -9,7 +9,6 @@ written (DESIGN.md §3, Contracts).
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import shutil
@@ -34,6 +33,7 @@ from orchestrator.ray_metrics import RayMetrics
 from orchestrator.results import (
     RESULT_COLUMNS, STOPPED_EARLY, pick_best, rows_from_result_grid, write_json_atomic, write_parquet_atomic,
 )
+from orchestrator.trial import is_finite_number
 from search_algos.base import ArchSearcher
 from search_algos.batch import CHILDREN_KEY, BatchSearcher
 
@@ -138,7 +138,7 @@ class ProgressPrinter(tune.Callback):
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         arch_json = r.get("arch") or config.get("arch")
         arch = _described(r) or (_summary_of(arch_json) if arch_json else str(r.get("arch_key", "")))
-        if r.get("status") == "failed" or not _finite(value):  # NaN or +-inf is a failed evaluation
+        if r.get("status") == "failed" or not is_finite_number(value):  # NaN or +-inf is a failed evaluation
             reason = r.get("error") or (f"{self.metric} is not finite" if value is not None else "no result")
             self._line(f"trial {count} {arch}  FAILED: {reason}")
             return
@@ -164,10 +164,6 @@ def _described(result: dict[str, Any]) -> str:
     """The trial's own description of what it evaluated (its ``describe`` report key), or ``""``."""
     text = result.get("describe")
     return text if isinstance(text, str) else ""
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _error_line(trial: Any) -> str:

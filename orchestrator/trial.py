@@ -42,6 +42,7 @@ __all__ = [
     "Outcome",
     "StoreKey",
     "TrialSequence",
+    "is_finite_number",
     "lookup",
     "plain_metrics",
     "record",
@@ -215,12 +216,13 @@ def run_children(config: Mapping[str, Any], evaluate: Callable[[dict[str, Any], 
         reports: list[dict[str, Any]] = []
         evaluate(dict(child), reports.append)
         results.append(reports[-1] if reports else {metric: math.nan, "status": "failed", "error": "no report"})
-    finite = [r for r in results if r.get("status") != "failed" and _finite(r.get(metric))]
+    finite = [r for r in results if r.get("status") != "failed" and is_finite_number(r.get(metric))]
     top = (min if mode == "min" else max)(finite, key=lambda r: float(r[metric])) if finite else results[0]
     report({**top, CHILDREN_KEY: results})
 
 
-def _finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, not NaN or +-inf): a usable metric."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
