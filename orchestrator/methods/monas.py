@@ -14,6 +14,8 @@ Stages: ``supernet`` -> ``search`` (SAMOS, Algorithm 2) -> ``random`` (random se
 evaluations on the same supernet) -> ``retrain`` (both winners from scratch). With ``ablation: true``
 also the paper's Table IV at small scale: a ``uniform``-sampled supernet with its own SAMOS and random
 searches, and Kendall's tau between one-shot and stand-alone NME of ``ablation_children`` children.
+``ablation_searches: false`` keeps of the second supernet only what tau needs (no searches on it, no
+retraining of their winners: Table IV's two rows on it are then absent).
 
 With a ``scheduler`` (asha or median) the ``retrain`` stage's trials may be stopped early: SAMOS's child
 is the reference (``REFERENCE_KEY``) and always trains in full, so ``best.json``'s row is a whole
@@ -286,7 +288,8 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
         **{key: value for key, value in config.training.protocol().items() if key in ("precision", "channels_last")},
     }
     main, other = s.sampling, ("uniform" if s.sampling == "mnus" else "mnus")
-    samplings = [main] + ([other] if s.ablation else [])
+    samplings = [main] + ([other] if s.ablation else [])  # the supernets trained
+    searched = samplings if s.ablation_searches else [main]  # those SAMOS and random search run on
     trainer_resources = {"cpu": 0.25, "gpu": 0} if config.training.train_workers > 1 else None
     # One-shot evaluations run in the trial's process: on its GPU with training.use_gpu (0 otherwise).
     oneshot_resources = {"cpu": 1, "gpu": config.resources.gpus_per_trial}
@@ -315,6 +318,8 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
             config=lambda _e, sampling=sampling: {"sampling": sampling},
             metric="val_loss", mode="min", resources=trainer_resources,
         ))
+        if sampling not in searched:
+            continue
         stages.append(Stage(
             name=search,
             make_searcher=lambda _e: SAMOSSearcher(
@@ -336,7 +341,7 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
 
     def winners(earlier: dict[str, Any]) -> list[str]:
         archs = []
-        for sampling in samplings:
+        for sampling in searched:
             for name in (f"search{suffix(sampling)}", f"random{suffix(sampling)}"):
                 best = _winner(earlier[name])
                 if best is not None and best["arch"] not in archs:
@@ -382,7 +387,7 @@ def monas_stages(config: ExperimentConfig, data: Any, store: StoreClient, run_di
         return rows.iloc[0].to_dict()
 
     def extras(outcomes: dict[str, StageOutcome]) -> dict[str, Any]:
-        return monas_figures(outcomes, samplings=samplings, main=main)
+        return monas_figures(outcomes, samplings=samplings, main=main, searched=searched)
 
     return stages, select, extras
 
@@ -477,8 +482,14 @@ def space_spread(frame: Any, winners: dict[str, float | None], *, within: float 
     }
 
 
-def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], main: str) -> dict[str, Any]:
-    """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale."""
+def monas_figures(
+    outcomes: dict[str, StageOutcome], *, samplings: list[str], main: str, searched: list[str] | None = None
+) -> dict[str, Any]:
+    """``nme_by_yaw``/``nme_mean`` of the SAMOS child, the random winner's, and Table IV at small scale.
+
+    ``samplings``: the supernets trained (tau for each, with the ablation); ``searched``: those searched
+    (Table IV's rows; default all of them).
+    """
     from scipy.stats import kendalltau
 
     from orchestrator.results import stopped_after
@@ -486,7 +497,7 @@ def monas_figures(outcomes: dict[str, StageOutcome], *, samplings: list[str], ma
     retrain = outcomes["retrain"].frame
     table = []
     winner_val: dict[tuple[str, str], float | None] = {}  # a winner's stand-alone val NME, mean over seeds
-    for sampling in samplings:
+    for sampling in samplings if searched is None else searched:
         suffix = "" if sampling == main else f"_{sampling}"
         for method, stage in (("SAMOS", f"search{suffix}"), ("random", f"random{suffix}")):
             best = _winner(outcomes[stage])
@@ -570,6 +581,9 @@ class SamosSearcherConfig(Section):
     retrain_seeds: int = Field(1, ge=1, le=10)
     ablation: bool = False
     ablation_children: int = Field(12, ge=3)
+    # false: the second supernet serves Kendall tau only (no SAMOS / random search on it, no retraining of
+    # their winners; Table IV's rows on it are absent). What benchmarks/run.py's monas_samos_vs_random reports
+    ablation_searches: bool = True
     # its retraining reports every epoch: `scheduler` (asha, median) applies there; SAMOS's winner trains in
     # full, a baseline winner stopped early has no test figures (monas_stages); `hpo` does not apply
     stoppable: ClassVar[bool] = True

@@ -71,3 +71,28 @@ def test_monas_figures_give_the_space_spread_with_the_winners_stand_alone_nme():
     assert figures["ranking_correlation"]["mnus"]["kendall_tau"] == pytest.approx(1.0)
     assert figures["space_spread"]["winners_vs_best"] == {"SAMOS": pytest.approx(1.0), "random": pytest.approx(0.5)}
     assert figures["space_spread"]["spearman_params"] is None  # every child has 10 parameters here: no ranking
+
+
+def test_without_ablation_searches_the_uniform_supernet_serves_tau_only(tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator.methods.monas import monas_stages
+
+    raw = {"seed": 1, "data": {"dataset": "faces3d"}, "space": {"name": "multipath"},
+           "searcher": {"name": "samos", "ablation": True, "ablation_children": 3, "ablation_searches": False}}
+    stages, _select, extras = monas_stages(parse_config(raw), SimpleNamespace(dataset_id="d"), None, str(tmp_path))
+    assert [s.name for s in stages] == ["supernet", "search", "random", "supernet_uniform", "retrain",
+                                        "tau_oneshot_mnus", "tau_oneshot_uniform", "tau_standalone"]
+    samos, rand = _outcome([_row("a", 20.0)], {"best_arch": "a"}), _outcome([_row("b", 21.0)])
+    retrain = next(s for s in stages if s.name == "retrain")
+    assert retrain.total({"search": samos, "random": rand}) == 2  # the main supernet's two winners only
+    alone = _outcome([_row("x", 15.0), _row("y", 18.0), _row("z", 17.0)])
+    outcomes = {"search": samos, "random": rand, "retrain": _outcome([_row("a", 16.0, test_nme=16.0),
+                _row("b", 15.5, test_nme=15.0)]), "tau_standalone": alone,
+                "tau_oneshot_mnus": _outcome([_row("x", 19.0), _row("y", 21.0), _row("z", 20.0)]),
+                "tau_oneshot_uniform": _outcome([_row("x", 19.0), _row("y", 20.0), _row("z", 21.0)])}  # fmt: skip
+    figures = extras(outcomes)
+    assert [(r["supernet"], r["search"]) for r in figures["ablation"]] == [("mnus", "SAMOS"), ("mnus", "random")]
+    taus = figures["ranking_correlation"]
+    assert taus["mnus"]["kendall_tau"] == pytest.approx(1.0) and taus["uniform"]["kendall_tau"] == pytest.approx(1 / 3)
+    assert figures["samos_vs_random_test_nme"] == pytest.approx(1.0)
