@@ -371,6 +371,63 @@ def _run_experiment(raw: dict[str, Any], storage: Path) -> tuple[dict[str, Any],
     return best, time.perf_counter() - started, paths.root
 
 
+def _run_experiments(items: Sequence[tuple[dict[str, Any], Path]]) -> list[tuple[dict[str, Any], float, Path]]:
+    """Run several experiments side by side on the live Ray; returns (best.json, seconds, RUN_DIR) of each.
+
+    Each is a ``facenas run`` process attached to this process's Ray (``--address``): one Ray job per
+    experiment, and Ray places their trials on the CPUs as they free up, so a stage that keeps one trial
+    running (a supernet, an annealing chain) no longer leaves the other core idle. A trial's result does
+    not depend on what runs beside it (fixed seeds, one torch thread per trial): the figures equal those of
+    :func:`_run_experiment` one after the other; ``seconds`` is each run's wall time while sharing the CPUs.
+    Its output goes to ``<storage>.log``.
+
+    Raises:
+        RuntimeError: a run failed; the message names its log and ends with the log's last line.
+    """
+    import subprocess
+
+    import ray
+    import yaml
+
+    from orchestrator.config import parse_config
+
+    address = ray.get_runtime_context().gcs_address
+    root = Path(__file__).resolve().parent.parent
+    for raw, _storage in items:
+        parse_config(raw)  # a bad config is an error here, before any of them starts
+    procs: list[tuple[subprocess.Popen, Path, Path, float]] = []
+    try:
+        for raw, storage in items:
+            storage.mkdir(parents=True, exist_ok=True)
+            config_file, log = storage / f"{raw['name']}.yaml", storage.with_suffix(".log")
+            config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+            command = [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage),
+                       "--address", address]  # fmt: skip
+            with log.open("w") as out:
+                proc = subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+            procs.append((proc, storage / raw["name"], log, time.perf_counter()))
+        seconds: dict[int, float] = {}
+        while len(seconds) < len(procs):  # a failure stops the others at once, not after they finish
+            for i, (proc, run_dir, log, started) in enumerate(procs):
+                if i in seconds or proc.poll() is None:
+                    continue
+                if proc.returncode != 0:
+                    lines = [line for line in log.read_text().splitlines() if line.strip()]
+                    raise RuntimeError(f"{run_dir.name} failed (exit {proc.returncode}, log {log}): "
+                                       f"{lines[-1] if lines else 'no output'}")
+                seconds[i] = time.perf_counter() - started
+                _progress("experiments", f"{run_dir.name} finished in {seconds[i]:.0f} s")
+            time.sleep(1.0)
+        return [(json.loads((run_dir / "best.json").read_text()), seconds[i], run_dir)
+                for i, (_proc, run_dir, _log, _started) in enumerate(procs)]
+    finally:
+        for proc, *_ in procs:
+            if proc.poll() is None:  # a sibling failed, or we were interrupted: stop the rest too
+                proc.terminate()
+                with contextlib.suppress(Exception):
+                    proc.wait(timeout=30)
+
+
 def _stage_seconds(run_dir: Path, stage: str) -> float:
     return float(json.loads((run_dir / stage / "stage.json").read_text())["seconds"])
 
@@ -643,7 +700,8 @@ _load_sibling("reliability_bench").install(
     register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray, spread=spread
 )
 _load_sibling("quality_bench").install(
-    register, progress=_progress, local_ray=_local_ray, run_experiment=_run_experiment
+    register, progress=_progress, local_ray=_local_ray, run_experiment=_run_experiment,
+    run_experiments=_run_experiments,
 )
 _load_sibling("scale_bench").install(register, progress=_progress, ray_env=_ray_env, local_ray=_local_ray)
 

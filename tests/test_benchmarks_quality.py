@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from orchestrator.config import parse_config
+from orchestrator.config import load_config, parse_config
 from tests.benchmark_modules import load_benchmark_module
 
 
@@ -54,6 +54,8 @@ def test_the_benchmark_runs_the_shipped_config_on_cluttered_digits(quality, quic
         assert config.space.d_max == config.searcher.d_max == 5 and config.searcher.final_epochs == 6
     else:
         assert config.searcher.final_seeds == 3 and config.searcher.baseline_samples == 10
+    side = parse_config(quality.macro_micro_raw(1, quick=quick, side_by_side=True))
+    assert side.searcher.speculate == 1 and side.searcher.model_copy(update={"speculate": 2}) == config.searcher
 
 
 def test_mean_std_and_task_separation_by_hand(quality):
@@ -84,7 +86,8 @@ def test_holds_only_when_every_seed_improves(quality, tmp_path, ris, holds):
     runs = iter(ris)
     hooks = quality.Hooks(
         progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
-        run_experiment=lambda raw, _storage: _fake_run(tmp_path, raw["seed"], next(runs)),
+        run_experiment=None,
+        run_experiments=lambda items: [_fake_run(tmp_path, raw["seed"], next(runs)) for raw, _storage in items],
     )  # fmt: skip
     out = quality.macro_micro_ri(True, hooks=hooks)
     assert out["holds"] is holds and out["value"] == pytest.approx(sum(ris) / 3)
@@ -98,12 +101,13 @@ def test_holds_only_when_every_seed_improves(quality, tmp_path, ris, holds):
 def test_the_monas_benchmark_runs_the_shipped_config_with_its_ablation(quality, quick):
     config = parse_config(quality.monas_raw(2, quick=quick))
     assert config.seed == 2 and config.data.dataset == "faces3d" and config.searcher.ablation
-    shipped = parse_config(quality.monas_raw(2, quick=False)).searcher
+    shipped = load_config(str(quality._MONAS))[0]
     if quick:  # shorter, on the same task and space
-        assert config.searcher.supernet_epochs < shipped.supernet_epochs and config.data == parse_config(
-            quality.monas_raw(2, quick=False)).data
-    else:
-        assert config.searcher == shipped
+        assert config.searcher.supernet_epochs < shipped.searcher.supernet_epochs and config.data == shipped.data
+    else:  # the shipped config, less the uniform supernet's searches (no figure here reads them)
+        assert config.searcher == shipped.searcher.model_copy(update={"ablation_searches": False})
+        assert config.data == shipped.data and config.space == shipped.space
+    assert shipped.searcher.ablation_searches and not config.searcher.ablation_searches
 
 
 def _monas_best(samos: tuple[float, float], rand: tuple[float, float], standalone_val: float) -> dict[str, Any]:
@@ -133,7 +137,8 @@ def test_monas_holds_on_the_main_supernet_only_when_samos_leads_both_and_the_gap
     runs = iter(seeds)
     hooks = quality.Hooks(
         progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
-        run_experiment=lambda raw, _storage: (_monas_best(*next(runs)), 1.0, Path(".")),
+        run_experiment=None,
+        run_experiments=lambda items: [(_monas_best(*next(runs)), 1.0, Path(".")) for _item in items],
     )  # fmt: skip
     out = quality.monas_samos_vs_random(True, hooks=hooks)
     (samos, rand, standalone) = seeds[0]
@@ -189,6 +194,7 @@ def test_hyperfd_holds_only_when_it_is_at_or_below_best_on_reference_on_every_sp
     hooks = quality.Hooks(
         progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
         run_experiment=lambda raw, storage: (storages.append(storage), ({"orders": 2}, 1.0, run_dir))[1],
+        run_experiments=None,
     )  # fmt: skip
     out = quality.hyperfd_vs_reference(True, hooks=hooks)
     assert storages == [tmp_path / "kept" / "quick"], "the kept store, one folder per mode"
@@ -199,3 +205,80 @@ def test_hyperfd_holds_only_when_it_is_at_or_below_best_on_reference_on_every_sp
     assert figures["detector_nas"]["Best on reference"]["std"] == 0.0
     assert figures["detector_nas"]["Random search"]["mean"] == pytest.approx(45.0)
     assert out["detail"]["storage"] == str(tmp_path / "kept" / "quick")
+
+
+def test_the_shipped_hyperfd_snapshot_is_the_whole_table_of_the_shipped_config(quality):
+    """If the detector's training, the plan or the pool changes, the snapshot no longer serves the benchmark:
+    rebuild it (`facenas benchmark build configs/hyperfd.yaml --storage DIR`, then `python
+    benchmarks/quality_bench.py hyperfd-snapshot DIR` after removing benchmarks/data/hyperfd)."""
+    from orchestrator.methods.hyperfd.benchmark import missing_jobs
+    from orchestrator.methods.hyperfd.plan import Plan
+    from orchestrator.store import BenchmarkStore
+
+    config = parse_config(quality.hyperfd_raw(quick=False))
+    plan = Plan.from_config(config)
+    store = BenchmarkStore(str(quality.HYPERFD_SNAPSHOT / "benchmark"))
+    for space in config.searcher.spaces:
+        assert missing_jobs(plan, space, store) == [], f"the snapshot lacks rows of {space}: rebuild it"
+        assert len(store.rows(space=space)) == len(plan.jobs(space)), "nothing but the plan's rows"
+    assert {d["dataset_id"] for d in store.datasets()} == set(plan.recipes())
+    assert all(r["run"] == "benchmark:hyperfd" and r["cost_s"] > 0 for r in store.rows())
+
+
+def _snapshot(root: Path) -> list[dict[str, Any]]:
+    """A tiny store like the shipped one: a source and two online domains, 6 configs per space on each."""
+    from orchestrator.store import BenchmarkStore
+
+    store = BenchmarkStore(str(root / "benchmark"))
+    for dataset_id, name in (("d-src", "wider"), ("d-plain", "plain"), ("d-mask", "mask")):
+        store.put_dataset(dataset_id, name, {"n_faces": 1.0})
+    rows = [{"space": space, "arch_key": f"{space[9:]}{k}", "config": {"arch": k}, "dataset_id": d, "fidelity": 8,
+             "seed": 0, "metrics": {"val_ap50": 0.1 * k, "test_ap50": 0.05 * k}, "cost_s": 10.0 + k, "run": "b",
+             "protocol": "p"}
+            for space in ("detector_hpo", "detector_nas") for d in ("d-src", "d-plain", "d-mask") for k in range(6)]
+    store.put_many(rows)
+    return store.rows()
+
+
+def test_snapshot_check_rows_come_from_the_online_domains_cheaper_half_and_are_seeded(quality, tmp_path):
+    _snapshot(tmp_path)
+    picked = quality.snapshot_check_rows(tmp_path, ["plain", "mask"], 2)
+    assert picked == quality.snapshot_check_rows(tmp_path, ["plain", "mask"], 2)
+    assert [r["space"] for r in picked] == ["detector_hpo"] * 2 + ["detector_nas"] * 2
+    assert all(r["dataset_id"] != "d-src" and r["cost_s"] <= 12.0 for r in picked)  # online, cost <= median
+
+
+@pytest.mark.parametrize("drift, holds", [(0.0, True), (0.002, True), (0.05, False)])
+def test_full_mode_trains_rows_of_the_snapshot_again_and_holds_only_if_they_reproduce(
+        quality, tmp_path, monkeypatch, drift, holds):
+    import contextlib
+
+    from orchestrator.store import BenchmarkStore
+
+    snapshot = tmp_path / "snap"
+    rows = _snapshot(snapshot)
+    monkeypatch.setattr(quality, "HYPERFD_SNAPSHOT", snapshot)
+    monkeypatch.delenv(quality.HYPERFD_STORAGE_ENV, raising=False)
+    ranks = {space: {"HyperFD": [5.0, 5.0], "Best on reference": [10.0, 10.0], "Random search": [30.0, 30.0]}
+             for space in ("detector_hpo", "detector_nas")}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _table7(ranks).to_csv(run_dir / "table7.csv", index=False)
+    seen = {}
+
+    def run_experiment(raw, storage):  # the protocol trains the missing rows: here, the snapshot's, drifted
+        store = BenchmarkStore(str(storage / "benchmark"))
+        have = {(r["space"], r["arch_key"], r["dataset_id"]) for r in store.rows()}
+        missing = [r for r in rows if (r["space"], r["arch_key"], r["dataset_id"]) not in have]
+        seen["missing"], seen["datasets"] = len(missing), len(store.datasets())
+        store.put_many([{**r, "metrics": {m: v + drift for m, v in r["metrics"].items()}} for r in missing])
+        return {"orders": 2}, 1.0, run_dir
+
+    hooks = quality.Hooks(progress=lambda *_: None, local_ray=lambda _n: contextlib.nullcontext(),
+                          run_experiment=run_experiment, run_experiments=None)
+    out = quality.hyperfd_vs_reference(False, hooks=hooks)
+    assert seen == {"missing": 2 * quality.SNAPSHOT_CHECK_ROWS, "datasets": 3}, "the snapshot less the checked rows"
+    check = out["detail"]["snapshot"]
+    assert check["rows"] == 4 and check["not_trained"] == 0 and check["reproduces"] is holds
+    assert check["max_abs_diff"]["val_ap50"] == pytest.approx(drift, abs=1e-12)
+    assert out["holds"] is holds and out["value"] == pytest.approx(-5.0)  # the ranks hold; the table decides
