@@ -25,18 +25,19 @@
   ``orders`` random orders of the online domains) on both spaces. Value: the worst space's HyperFD minus
   best-on-reference normalized rank (points, <= 0: HyperFD at or below the reference domain's best config);
   ``holds`` when it is <= 0 on every space (the paper: HyperFD leads). Beside it: the three methods'
-  normalized rank mean ± std over the orders, per space. The benchmark's rows (296 per space; a NAS row
-  about 1.5 CPU-minutes, 3-4 hours for the whole table on 2 cores) are trained once into the store of
-  ``$FACENAS_BENCH_HYPERFD_STORAGE`` (``facenas benchmark build configs/hyperfd.yaml --storage DIR`` fills
-  the same rows) and read back afterwards, so a second run takes minutes; without it they are trained
-  into a temporary folder every run.
+  normalized rank mean ± std over the orders, per space. The benchmark's rows (296 per space, about 3
+  CPU-hours for the whole table) ship in :data:`HYPERFD_SNAPSHOT`: full mode copies them into a temporary
+  store less :data:`SNAPSHOT_CHECK_ROWS` rows per space, which the protocol trains again, and ``holds``
+  also asks that they come back within :data:`SNAPSHOT_TOLERANCE` (``detail["snapshot"]``). With
+  ``$FACENAS_BENCH_HYPERFD_STORAGE`` the rows are the store of that folder instead (trained there once,
+  read back afterwards; ``--quick`` always trains its own small table).
 
 Every decision of a search is taken on validation figures; test figures enter only what is reported.
 
 The seeds of ``macro_micro_ri`` and of ``monas_samos_vs_random`` run side by side, one ``facenas run``
-process each on the benchmark's 2-CPU Ray (``Hooks.run_experiments``): a supernet's training, the
-annealing chain, a retraining's last seed keep one trial running, and the other seeds take the second
-core (one MONAS seed alone kept the CPUs 68 % busy). The figures are those of the seeds one after the
+process each with its own embedded Ray (``Hooks.run_experiments``), the operating system sharing the 2
+cores: a supernet's training, the annealing chain, a retraining's last seed keep one trial running, and
+the other seeds take the second core (one MONAS seed alone kept the CPUs 68 % busy). The figures are those of the seeds one after the
 other (each trial is seeded and uses one torch thread; the ``--quick`` figures matched to the last digit);
 only the per-seed ``seconds`` are wall times while sharing.
 
@@ -96,7 +97,7 @@ class Hooks(NamedTuple):
     progress: Callable[[str, str], None]
     local_ray: Callable[[int], contextlib.AbstractContextManager[Any]]
     run_experiment: Callable[[dict[str, Any], Path], tuple[dict[str, Any], float, Path]]
-    # several experiments side by side on the live Ray (the seeds of one benchmark), results in order
+    # several experiments side by side, each its own `facenas run` (the seeds of one benchmark), results in order
     run_experiments: Callable[[Sequence[tuple[dict[str, Any], Path]]], list[tuple[dict[str, Any], float, Path]]]
 
 
@@ -181,7 +182,7 @@ def macro_micro_ri(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     """
     name, goal = "macro_micro_ri", 0.0
     per_seed, random_rows = [], []
-    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp, hooks.local_ray(2):
+    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp:
         hooks.progress(name, f"seeds {', '.join(map(str, SEEDS))} side by side")
         runs = hooks.run_experiments([(macro_micro_raw(seed, quick=quick, side_by_side=True), Path(tmp) / f"seed{seed}")
                                       for seed in SEEDS])  # fmt: skip
@@ -294,7 +295,7 @@ def monas_samos_vs_random(quick: bool, *, hooks: Hooks) -> dict[str, Any]:
     """
     name = "monas_samos_vs_random"
     per_seed = []
-    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp, hooks.local_ray(2):
+    with tempfile.TemporaryDirectory(prefix="facenas-bench-") as tmp:
         hooks.progress(name, f"seeds {', '.join(map(str, SEEDS))} side by side")
         runs = hooks.run_experiments([(monas_raw(seed, quick=quick), Path(tmp) / f"seed{seed}") for seed in SEEDS])
         for seed, (best, seconds, _run_dir) in zip(SEEDS, runs):

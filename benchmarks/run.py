@@ -372,26 +372,25 @@ def _run_experiment(raw: dict[str, Any], storage: Path) -> tuple[dict[str, Any],
 
 
 def _run_experiments(items: Sequence[tuple[dict[str, Any], Path]]) -> list[tuple[dict[str, Any], float, Path]]:
-    """Run several experiments side by side on the live Ray; returns (best.json, seconds, RUN_DIR) of each.
+    """Run several experiments side by side; returns (best.json, seconds, RUN_DIR) of each, in order.
 
-    Each is a ``facenas run`` process attached to this process's Ray (``--address``): one Ray job per
-    experiment, and Ray places their trials on the CPUs as they free up, so a stage that keeps one trial
-    running (a supernet, an annealing chain) no longer leaves the other core idle. A trial's result does
-    not depend on what runs beside it (fixed seeds, one torch thread per trial): the figures equal those of
-    :func:`_run_experiment` one after the other; ``seconds`` is each run's wall time while sharing the CPUs.
-    Its output goes to ``<storage>.log``.
+    Each is a ``facenas run`` process with its own embedded Ray of the machine's cores, and the operating
+    system shares the cores between them: a stage that keeps one trial running (a supernet, an annealing
+    chain) no longer leaves the other core idle. (Attached to one Ray, the runs were not served fairly: a
+    run's first trial waited 19 minutes while the other runs' trials took every CPU that came free.) A
+    trial's result does not depend on what runs beside it (fixed seeds, one torch thread per trial): the
+    figures equal those of :func:`_run_experiment` one after the other; ``seconds`` is each run's wall
+    time while sharing the cores. Its output goes to ``<storage>.log``. Needs no Ray in this process.
 
     Raises:
         RuntimeError: a run failed; the message names its log and ends with the log's last line.
     """
     import subprocess
 
-    import ray
     import yaml
 
     from orchestrator.config import parse_config
 
-    address = ray.get_runtime_context().gcs_address
     root = Path(__file__).resolve().parent.parent
     for raw, _storage in items:
         parse_config(raw)  # a bad config is an error here, before any of them starts
@@ -401,8 +400,7 @@ def _run_experiments(items: Sequence[tuple[dict[str, Any], Path]]) -> list[tuple
             storage.mkdir(parents=True, exist_ok=True)
             config_file, log = storage / f"{raw['name']}.yaml", storage.with_suffix(".log")
             config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-            command = [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage),
-                       "--address", address]  # fmt: skip
+            command = [sys.executable, "-m", "orchestrator.cli", "run", str(config_file), "--storage", str(storage)]
             with log.open("w") as out:
                 proc = subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.STDOUT)
             procs.append((proc, storage / raw["name"], log, time.perf_counter()))
